@@ -1,0 +1,287 @@
+"""Links, addresses, routes, neighbours and FDB entries of one namespace, over netlink.
+
+Each method is one `ip` command you would type (shown in its docstring), done through
+pyroute2 on a socket that lives inside the namespace: no `ip` process is started.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import TYPE_CHECKING, Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
+    from course.kernel.netns import Netns
+
+RT_SCOPES = {"universe": 0, "site": 200, "link": 253, "host": 254}
+RTNH_F_ONLINK = 4
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x02
+
+
+def _err(ns: Any, what: str, exc: NetlinkError) -> Exception:
+    from course.kernel.netns import KernelError
+
+    return KernelError(f"{what} in {ns.name}: {exc.args[-1] if exc.args else exc}")
+
+
+class LinkOps:
+    """Mixed into `Netns`: everything `ip link/addr/route/neigh` and `bridge` do."""
+
+    name: str
+    ipr: IPRoute
+
+    # --- lookups ---------------------------------------------------------------------------
+    def index(self, ifname: str) -> int:
+        found = self.ipr.link_lookup(ifname=ifname)
+        if not found:
+            from course.kernel.netns import KernelError
+
+            raise KernelError(f"no interface {ifname!r} in namespace {self.name}")
+        return int(found[0])
+
+    def has_link(self, ifname: str) -> bool:
+        return bool(self.ipr.link_lookup(ifname=ifname))
+
+    def links(self) -> list[dict[str, Any]]:
+        """`ip -d link`: name, index, state, MAC, master, kind and peer index of every link."""
+        out = []
+        for msg in self.ipr.get_links():
+            info = msg.get_attr("IFLA_LINKINFO")
+            out.append(
+                {
+                    "name": msg.get_attr("IFLA_IFNAME"),
+                    "index": msg["index"],
+                    "up": bool(msg["flags"] & 1),
+                    "operstate": msg.get_attr("IFLA_OPERSTATE"),
+                    "mac": msg.get_attr("IFLA_ADDRESS"),
+                    "master": msg.get_attr("IFLA_MASTER"),
+                    "kind": info.get_attr("IFLA_INFO_KIND") if info else None,
+                    "link": msg.get_attr("IFLA_LINK"),
+                    "mtu": msg.get_attr("IFLA_MTU"),
+                }
+            )
+        return out
+
+    def link(self, ifname: str) -> dict[str, Any]:
+        for entry in self.links():
+            if entry["name"] == ifname:
+                return entry
+        from course.kernel.netns import KernelError
+
+        raise KernelError(f"no interface {ifname!r} in namespace {self.name}")
+
+    def addresses(self, ifname: str | None = None) -> list[str]:
+        """`ip -4 addr`: the IPv4 addresses as CIDR strings, e.g. `10.244.1.2/24`."""
+        kw = {"index": self.index(ifname)} if ifname else {}
+        return [
+            f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}"
+            for m in self.ipr.get_addr(family=socket.AF_INET, **kw)
+        ]
+
+    def routes(self) -> list[dict[str, Any]]:
+        """`ip -4 route` (main table) as dicts: dst, gateway, dev, scope, type."""
+        names = {link["index"]: link["name"] for link in self.links()}
+        out = []
+        for m in self.ipr.get_routes(family=socket.AF_INET, table=254):
+            dst = m.get_attr("RTA_DST")
+            out.append(
+                {
+                    "dst": f"{dst}/{m['dst_len']}" if dst else "default",
+                    "gateway": m.get_attr("RTA_GATEWAY"),
+                    "dev": names.get(m.get_attr("RTA_OIF")),
+                    "scope": m["scope"],
+                    "type": m["type"],
+                    "onlink": bool(m["flags"] & RTNH_F_ONLINK),
+                }
+            )
+        return out
+
+    def route_get(self, dst: str) -> dict[str, Any] | None:
+        """`ip route get DST`: which way the kernel would send a packet (None: unreachable)."""
+        try:
+            msg = self.ipr.route("get", dst=dst)[0]
+        except NetlinkError:
+            return None
+        names = {link["index"]: link["name"] for link in self.links()}
+        return {
+            "dst": dst,
+            "gateway": msg.get_attr("RTA_GATEWAY"),
+            "dev": names.get(msg.get_attr("RTA_OIF")),
+            "src": msg.get_attr("RTA_PREFSRC"),
+            "type": msg["type"],
+        }
+
+    # --- links -----------------------------------------------------------------------------
+    def add_veth(self, ifname: str, peer_ns: Netns, peer_name: str) -> None:
+        """`ip link add IFNAME type veth peer name PEER netns PEER_NS`.
+
+        A veth pair is a virtual cable: both ends are born together, one may be created
+        straight inside another namespace, and deleting either end deletes both.
+        """
+        try:
+            self.ipr.link(
+                "add",
+                ifname=ifname,
+                kind="veth",
+                peer={"ifname": peer_name, "net_ns_fd": str(peer_ns.path)},
+            )
+        except NetlinkError as exc:
+            raise _err(self, f"veth {ifname}<->{peer_ns.name}/{peer_name}", exc) from exc
+
+    def add_bridge(self, ifname: str) -> None:
+        """`ip link add IFNAME type bridge`: a software switch, like `cni0` or `docker0`."""
+        try:
+            self.ipr.link("add", ifname=ifname, kind="bridge")
+        except NetlinkError as exc:
+            raise _err(self, f"bridge {ifname}", exc) from exc
+
+    def add_vxlan(
+        self,
+        ifname: str,
+        vni: int,
+        local: str,
+        dev: str,
+        port: int = 8472,
+        learning: bool = False,
+        mtu: int | None = None,
+    ) -> None:
+        """`ip link add flannel.1 type vxlan id 1 local IP dev eth0 dstport 8472 nolearning`."""
+        kw: dict[str, Any] = {
+            "ifname": ifname,
+            "kind": "vxlan",
+            "vxlan_id": vni,
+            "vxlan_local": local,
+            "vxlan_link": self.index(dev),
+            "vxlan_port": port,
+            "vxlan_learning": int(learning),
+        }
+        if mtu:
+            kw["mtu"] = mtu
+        try:
+            self.ipr.link("add", **kw)
+        except NetlinkError as exc:
+            raise _err(self, f"vxlan {ifname}", exc) from exc
+
+    def move(self, ifname: str, target: Netns, new_name: str | None = None) -> None:
+        """`ip link set IFNAME netns TARGET [name NEW]`: hand an interface to another namespace."""
+        kw: dict[str, Any] = {"index": self.index(ifname), "net_ns_fd": str(target.path)}
+        if new_name:
+            kw["ifname"] = new_name
+        self.ipr.link("set", **kw)
+
+    def delete_link(self, ifname: str) -> None:
+        """`ip link del IFNAME` (for a veth: the peer in the other namespace goes too)."""
+        self.ipr.link("del", index=self.index(ifname))
+
+    def up(self, ifname: str) -> None:
+        """`ip link set IFNAME up`."""
+        self.ipr.link("set", index=self.index(ifname), state="up")
+
+    def down(self, ifname: str) -> None:
+        self.ipr.link("set", index=self.index(ifname), state="down")
+
+    def set_mac(self, ifname: str, mac: str) -> None:
+        self.ipr.link("set", index=self.index(ifname), address=mac)
+
+    def set_mtu(self, ifname: str, mtu: int) -> None:
+        self.ipr.link("set", index=self.index(ifname), mtu=mtu)
+
+    def set_master(self, ifname: str, bridge: str | None) -> None:
+        """`ip link set IFNAME master BRIDGE`: plug a port into a bridge (None: unplug)."""
+        master = self.index(bridge) if bridge else 0
+        self.ipr.link("set", index=self.index(ifname), master=master)
+
+    def bridge_port(
+        self, ifname: str, hairpin: bool | None = None, learning: bool | None = None
+    ) -> None:
+        """`bridge link set dev IFNAME hairpin on|off learning on|off`.
+
+        Hairpin lets the bridge send a frame back out of the port it came in on, which a
+        pod needs to reach itself through its own Service IP.
+        """
+        kw: dict[str, Any] = {}
+        if hairpin is not None:
+            kw["mode"] = int(hairpin)
+        if learning is not None:
+            kw["learning"] = int(learning)
+        self.ipr.brport("set", index=self.index(ifname), **kw)
+
+    def bridge_port_flags(self, ifname: str) -> dict[str, bool]:
+        msg = self.ipr.brport("show", index=self.index(ifname))[0]
+        info = msg.get_attr("IFLA_PROTINFO")
+        return {
+            "hairpin": bool(info.get_attr("IFLA_BRPORT_MODE")),
+            "learning": bool(info.get_attr("IFLA_BRPORT_LEARNING")),
+        }
+
+    # --- addresses, routes, neighbours -------------------------------------------------------
+    def add_address(self, ifname: str, cidr: str) -> None:
+        """`ip addr add CIDR dev IFNAME`."""
+        iface = ipaddress.ip_interface(cidr)
+        try:
+            self.ipr.addr(
+                "add",
+                index=self.index(ifname),
+                address=str(iface.ip),
+                prefixlen=iface.network.prefixlen,
+            )
+        except NetlinkError as exc:
+            raise _err(self, f"address {cidr} on {ifname}", exc) from exc
+
+    def add_route(
+        self,
+        dst: str,
+        via: str | None = None,
+        dev: str | None = None,
+        onlink: bool = False,
+        scope: str | None = None,
+        blackhole: bool = False,
+        src: str | None = None,
+    ) -> None:
+        """`ip route add DST [via GW] [dev DEV] [onlink] [scope link]` or `blackhole DST`."""
+        kw: dict[str, Any] = {"dst": dst}
+        if blackhole:
+            kw["type"] = "blackhole"
+        if via:
+            kw["gateway"] = via
+        if dev:
+            kw["oif"] = self.index(dev)
+        if onlink:
+            kw["flags"] = RTNH_F_ONLINK
+        if scope:
+            kw["scope"] = RT_SCOPES[scope]
+        if src:
+            kw["prefsrc"] = src
+        try:
+            self.ipr.route("add", **kw)
+        except NetlinkError as exc:
+            raise _err(self, f"route {dst}", exc) from exc
+
+    def del_route(self, dst: str) -> None:
+        self.ipr.route("del", dst=dst)
+
+    def add_neighbour(self, ip: str, mac: str, dev: str) -> None:
+        """`ip neigh replace IP lladdr MAC dev DEV nud permanent`."""
+        self.ipr.neigh(
+            "replace", dst=ip, lladdr=mac, ifindex=self.index(dev), state=NUD_PERMANENT
+        )
+
+    def neighbours(self, dev: str | None = None) -> list[dict[str, Any]]:
+        kw = {"ifindex": self.index(dev)} if dev else {}
+        return [
+            {"ip": m.get_attr("NDA_DST"), "mac": m.get_attr("NDA_LLADDR"), "state": m["state"]}
+            for m in self.ipr.get_neighbours(family=socket.AF_INET, **kw)
+        ]
+
+    def add_fdb(self, mac: str, dev: str, dst: str | None = None) -> None:
+        """`bridge fdb append MAC dev DEV [dst IP]`: for VXLAN, which node IP holds MAC."""
+        kw: dict[str, Any] = {"ifindex": self.index(dev), "lladdr": mac, "state": NUD_PERMANENT}
+        if dst:
+            kw["dst"] = dst
+            kw["flags"] = NTF_SELF
+        self.ipr.fdb("append", **kw)

@@ -1,0 +1,256 @@
+"""Named network namespaces, built the way `ip netns add` builds them, without forking.
+
+A named namespace is just a file under /run/netns that a namespace is bind-mounted on.
+The mount keeps the namespace alive after the thread that made it moves on, and lets any
+later process or thread join it by opening the file. Kubernetes works the same way: the
+container runtime (or the "pause" container) holds each pod's namespace, and the CNI
+plugin is handed its path (`CNI_NETNS=/var/run/netns/cni-...`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from course.kernel import _libc
+from course.kernel.links import LinkOps
+
+NETNS_DIR = Path("/run/netns")
+_mount_lock = threading.Lock()
+
+
+class KernelError(RuntimeError):
+    """The kernel or a kernel tool refused an operation; the message says which and why."""
+
+
+def _ensure_netns_dir() -> None:
+    """Create /run/netns as a shared mount point once, exactly as iproute2 does."""
+    with _mount_lock:
+        NETNS_DIR.mkdir(parents=True, exist_ok=True)
+        mounts = Path("/proc/self/mountinfo").read_text()
+        if f" {NETNS_DIR} " not in mounts:
+            _libc.make_shared_mountpoint(str(NETNS_DIR))
+
+
+@contextmanager
+def entered_path(path: str | Path) -> Iterator[None]:
+    """Run the body with the *current thread* inside the namespace at `path`.
+
+    Netlink sockets opened here stay bound to that namespace for their whole life, and
+    `/proc/sys/net/...` opened here shows that namespace's sysctls.
+    """
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(str(path), os.O_RDONLY)
+    try:
+        _libc.setns(target)
+        yield
+    finally:
+        _libc.setns(home)
+        os.close(target)
+        os.close(home)
+
+
+def netns_inode(path: str | Path) -> int:
+    return os.stat(path).st_ino
+
+
+def list_netns(prefix: str = "") -> list[str]:
+    if not NETNS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
+
+
+def pids_in_netns(path: str | Path) -> list[int]:
+    """Processes whose network namespace is the one mounted at `path`.
+
+    A namespace lives on while any process is inside it, so teardown must find them.
+    """
+    ino = netns_inode(path)
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry.name}/ns/net").st_ino == ino:
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+class Netns(LinkOps):
+    """One named network namespace: a node, a pod, a router or a switch in a lab."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.path = NETNS_DIR / name
+        self._ipr: IPRoute | None = None
+        self._procs: list[subprocess.Popen[Any]] = []
+
+    def __repr__(self) -> str:
+        return f"Netns({self.name!r})"
+
+    # --- lifecycle ---------------------------------------------------------------------
+    @classmethod
+    def create(cls, name: str) -> Netns:
+        """`ip netns add NAME`: unshare a new namespace in this thread, pin it, come back."""
+        _ensure_netns_dir()
+        path = NETNS_DIR / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
+        except FileExistsError:
+            raise KernelError(f"network namespace {name!r} already exists") from None
+        os.close(fd)
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            _libc.unshare_net()
+            _libc.bind_mount("/proc/thread-self/ns/net", str(path))
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise KernelError(f"cannot create namespace {name!r}: {exc}") from exc
+        finally:
+            _libc.setns(home)
+            os.close(home)
+        ns = cls(name)
+        return ns
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    @contextmanager
+    def entered(self) -> Iterator[None]:
+        with entered_path(self.path):
+            yield
+
+    @property
+    def ipr(self) -> IPRoute:
+        """A netlink socket bound to this namespace (opened once, from inside it)."""
+        if self._ipr is None:
+            if not self.exists():
+                raise KernelError(f"network namespace {self.name!r} does not exist")
+            with self.entered():
+                self._ipr = IPRoute()
+        return self._ipr
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    def delete(self) -> None:
+        """Stop what runs inside, close our sockets, unmount and remove the name.
+
+        Order matters: a namespace outlives its name while any process or socket holds it,
+        and so do its veths (and their peers in other namespaces).
+        """
+        self.close()
+        for proc in self._procs:
+            _kill_group(proc.pid)
+            _reap(proc)
+        self._procs.clear()
+        if not self.exists():
+            return
+        for pid in pids_in_netns(self.path):
+            if pid != os.getpid():
+                _kill(pid)
+        try:
+            _libc.umount_detach(str(self.path))
+        except OSError:
+            pass  # not mounted (a half-made namespace): removing the file is enough
+        self.path.unlink(missing_ok=True)
+
+    # --- sysctls -------------------------------------------------------------------------
+    def sysctl(self, key: str, value: int | str | None = None) -> str:
+        """Read or write a per-namespace sysctl, e.g. `net.ipv4.ip_forward`.
+
+        Writes go through /proc/sys from a thread inside the namespace, so the host's own
+        value is never touched.
+        """
+        path = "/proc/sys/" + key.replace(".", "/")
+        with self.entered():
+            try:
+                if value is not None:
+                    with open(path, "w") as f:
+                        f.write(f"{value}\n")
+                with open(path) as f:
+                    return f.read().strip()
+            except OSError as exc:
+                raise KernelError(f"sysctl {key} in {self.name}: {exc.strerror}") from exc
+
+    # --- processes -----------------------------------------------------------------------
+    def _argv(self, argv: Sequence[str]) -> list[str]:
+        return ["nsenter", f"--net={self.path}", "--", *argv]
+
+    def run(
+        self,
+        argv: Sequence[str],
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 30.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a program inside this namespace (only the network namespace changes)."""
+        proc = subprocess.run(
+            self._argv(argv), input=input, capture_output=True, text=True, timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            msg = (proc.stderr or proc.stdout).strip()
+            raise KernelError(f"{' '.join(argv)} in {self.name} failed: {msg}")
+        return proc
+
+    def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start a long-running process inside this namespace; it is stopped at delete()."""
+        kwargs.setdefault("start_new_session", True)
+        proc = subprocess.Popen(self._argv(argv), **kwargs)
+        self._procs.append(proc)
+        return proc
+
+    # --- netfilter -----------------------------------------------------------------------
+    def apply_iptables(self, payload: str, noflush: bool = False, ipv6: bool = False) -> None:
+        """Apply a whole `iptables-restore` payload in one atomic transaction.
+
+        This is how kube-proxy writes its rules: all tables at once, never rule by rule,
+        so a packet never sees half a rule set.
+        """
+        tool = "ip6tables-restore" if ipv6 else "iptables-restore"
+        argv = [tool, "--noflush"] if noflush else [tool]
+        self.run(argv, input=payload)
+
+    def iptables_save(self, table: str | None = None) -> str:
+        argv = ["iptables-save"] + (["-t", table] if table else [])
+        return self.run(argv).stdout
+
+    def apply_nft(self, ruleset: str) -> None:
+        """Load an nftables rule set with `nft -f -` (atomic: all or nothing)."""
+        self.run(["nft", "-f", "-"], input=ruleset)
+
+    def nft_list(self) -> str:
+        return self.run(["nft", "list", "ruleset"]).stdout
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        _kill(pid)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(proc: subprocess.Popen[Any]) -> None:
+    try:
+        proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        pass
