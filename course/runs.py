@@ -1,0 +1,91 @@
+"""Which lab runs exist, who owns them, and how to reap what a crashed run left behind.
+
+Every namespace a lab makes is named `knl-<run id>-<role>` (for example
+`knl-3fa2-node1`), and every run writes a small JSON record under /run/k8s-netlabs/runs.
+/run is a tmpfs, so records vanish at reboot, exactly like the namespaces they describe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from course.kernel import Netns, list_netns
+
+PREFIX = "knl"
+RUN_DIR = Path("/run/k8s-netlabs/runs")
+
+
+@dataclass
+class RunRecord:
+    prefix: str
+    lab: str
+    pid: int
+    namespaces: list[str] = field(default_factory=list)
+    detached: bool = False
+
+    @property
+    def path(self) -> Path:
+        return RUN_DIR / f"{self.prefix}.json"
+
+    def save(self) -> None:
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        tmp.replace(self.path)
+
+    def owner_alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def new_prefix() -> str:
+    """A fresh run prefix such as `knl-3fa2`, unused by any namespace or record."""
+    while True:
+        prefix = f"{PREFIX}-{secrets.token_hex(2)}"
+        if not list_netns(prefix + "-") and not (RUN_DIR / f"{prefix}.json").exists():
+            return prefix
+
+
+def load_runs() -> list[RunRecord]:
+    records = []
+    for path in sorted(RUN_DIR.glob("*.json")) if RUN_DIR.is_dir() else []:
+        try:
+            records.append(RunRecord(**json.loads(path.read_text())))
+        except (ValueError, TypeError, OSError):
+            continue
+    return records
+
+
+def orphan_namespaces() -> list[str]:
+    """Lab namespaces that no run record mentions (left by a SIGKILLed build)."""
+    known = {ns for rec in load_runs() for ns in rec.namespaces}
+    return [ns for ns in list_netns(PREFIX + "-") if ns not in known]
+
+
+def reap(lab: str | None = None, everything: bool = False) -> list[str]:
+    """Delete the namespaces of matching runs (and, with `everything`, any `knl-*` one).
+
+    Processes inside are killed first, since a namespace with a process in it lives on.
+    Returns the names of the namespaces removed.
+    """
+    removed: list[str] = []
+    for rec in load_runs():
+        if everything or (lab is not None and rec.lab == lab):
+            for name in list_netns(rec.prefix + "-"):
+                Netns(name).delete()
+                removed.append(name)
+            rec.path.unlink(missing_ok=True)
+    if everything:
+        for name in list_netns(PREFIX + "-"):
+            Netns(name).delete()
+            removed.append(name)
+    return removed
