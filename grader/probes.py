@@ -1,0 +1,476 @@
+"""Packet probes: send real packets with Scapy from inside a lab namespace and report.
+
+Each probe runs in its own short-lived process that has entered the namespace (forked
+from a forkserver that imported Scapy once, about 0.1 s a probe). That keeps Scapy's
+process-global state per namespace, keeps the caller's threads out of `setns`, and means
+a learner's notebook cannot patch what the probe sees.
+
+Every probe returns an `Observation`: what was sent, every related frame seen on the
+egress interface (ARP included), the replies, and a `describe()` that turns it into
+the sentence a check puts in its feedback.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from course.kernel import Netns
+
+_ctx: Any = None
+
+
+class ProbeError(RuntimeError):
+    """The probe itself could not run (not: the network did not answer)."""
+
+
+def _context() -> Any:
+    global _ctx
+    if _ctx is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["grader._probe_child", "grader.probes"])
+        _ctx = ctx
+    return _ctx
+
+
+def _ns_path(ns: Netns | str) -> str:
+    if isinstance(ns, Netns):
+        return str(ns.path)
+    return ns if ns.startswith("/") else f"/run/netns/{ns}"
+
+
+def _ns_name(ns: Netns | str) -> str:
+    return ns.name if isinstance(ns, Netns) else os.path.basename(ns)
+
+
+def run_in_netns(
+    ns: Netns | str, func: Callable[..., Any], *args: Any, timeout: float = 10.0, **kwargs: Any
+) -> Any:
+    """Run `func(*args, **kwargs)` in a fresh process inside `ns` and return its result.
+
+    `func` must be a module-level function (it is pickled by name). A probe that does not
+    finish within `timeout` seconds is killed and raises ProbeError.
+    """
+    if not os.path.exists(_ns_path(ns)):
+        raise ProbeError(f"network namespace {_ns_name(ns)!r} does not exist")
+    ctx = _context()
+    from grader import _probe_child
+
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(
+        target=_probe_child.main, args=(_ns_path(ns), func, args, kwargs, send), daemon=True
+    )
+    proc.start()
+    send.close()
+    try:
+        if not recv.poll(timeout):
+            raise ProbeError(f"probe {func.__name__} in {_ns_name(ns)} ran over {timeout:.0f} s")
+        status, value = recv.recv()
+    except EOFError:
+        raise ProbeError(f"probe {func.__name__} in {_ns_name(ns)} died") from None
+    finally:
+        recv.close()
+        if proc.is_alive():
+            proc.kill()
+        proc.join(2)
+    if status != "ok":
+        raise ProbeError(f"probe {func.__name__} in {_ns_name(ns)} failed: {value}")
+    return value
+
+
+# --- what a probe reports ---------------------------------------------------------------------
+@dataclass
+class Frame:
+    """One frame seen on an interface, reduced to what feedback talks about."""
+
+    t_ms: float
+    iface: str
+    kind: str
+    src_mac: str | None = None
+    dst_mac: str | None = None
+    src: str | None = None
+    dst: str | None = None
+    ttl: int | None = None
+    sport: int | None = None
+    dport: int | None = None
+    detail: str = ""
+
+    def describe(self) -> str:
+        where = f"{self.src} -> {self.dst}" if self.src else ""
+        macs = f" [MAC {self.src_mac} -> {self.dst_mac}]" if self.src_mac else ""
+        ttl = f" ttl {self.ttl}" if self.ttl is not None else ""
+        extra = f" ({self.detail})" if self.detail else ""
+        return f"{self.kind} {where}{ttl}{macs}{extra}".strip()
+
+
+@dataclass
+class Observation:
+    """What one probe sent and what came back (or did not)."""
+
+    probe: str
+    ns: str
+    dst: str
+    sent: str
+    iface: str | None = None
+    replies: list[Frame] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)
+    error: str | None = None
+    elapsed_ms: float = 0.0
+    timeout: float = 1.0
+    data: bytes = b""
+    outcome: str = ""  # for kernel-socket probes: what the socket call reported
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.replies)
+
+    @property
+    def reply(self) -> Frame | None:
+        return self.replies[0] if self.replies else None
+
+    def arp_unanswered(self) -> list[str]:
+        """Addresses this probe's namespace asked ARP for and never got an answer."""
+        asked = {f.dst for f in self.frames if f.kind == "ARP who-has" and f.dst}
+        answered = {f.src for f in self.frames if f.kind == "ARP is-at" and f.src}
+        return sorted(asked - answered)
+
+    def describe(self) -> str:
+        """One paragraph: what was sent from where, and what the wire showed."""
+        head = f"Sent {self.sent} from namespace {self.ns}"
+        head += f" out of {self.iface}." if self.iface else "."
+        if self.outcome:
+            return f"{head} {self.outcome}"
+        if self.error:
+            return f"{head} The kernel did not send it: {self.error}."
+        if self.reply is not None:
+            r = self.reply
+            return f"{head} Got back {r.describe()} after {r.t_ms:.1f} ms."
+        lines = [f"{head} Nothing came back within {self.timeout:g} s."]
+        for ip in self.arp_unanswered():
+            lines.append(f"The namespace asked ARP 'who has {ip}?' and nobody answered.")
+        errors = [f for f in self.frames if f.kind.startswith("ICMP ") and "echo" not in f.kind]
+        for f in errors:
+            lines.append(f"An error came back instead: {f.describe()}.")
+        out = [f for f in self.frames if f.kind == self.probe_kind() and f.src_mac]
+        if out and not self.arp_unanswered():
+            lines.append(f"The request left towards MAC {out[0].dst_mac}.")
+        return " ".join(lines)
+
+    def probe_kind(self) -> str:
+        return {"icmp-echo": "ICMP echo-request", "tcp-syn": "TCP S", "udp": "UDP"}.get(
+            self.probe, ""
+        )
+
+
+# --- the probes themselves (these functions run inside the namespace) --------------------------
+def _frame(pkt: Any, t0: float, iface: str) -> Frame:
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.l2 import ARP, Ether
+
+    f = Frame(t_ms=(float(pkt.time) - t0) * 1000, iface=iface, kind=pkt.lastlayer().name)
+    if Ether in pkt:
+        f.src_mac, f.dst_mac = pkt[Ether].src, pkt[Ether].dst
+    if ARP in pkt:
+        op = pkt[ARP].op
+        f.kind = "ARP who-has" if op == 1 else "ARP is-at"
+        f.src, f.dst = pkt[ARP].psrc, pkt[ARP].pdst
+        if op == 2:
+            f.detail = f"{pkt[ARP].psrc} is at {pkt[ARP].hwsrc}"
+        return f
+    if IP in pkt:
+        f.src, f.dst, f.ttl = pkt[IP].src, pkt[IP].dst, pkt[IP].ttl
+    if ICMP in pkt:
+        icmp = pkt[ICMP]
+        f.kind = f"ICMP {icmp.sprintf('%ICMP.type%')}"
+        if icmp.type in (3, 11):
+            f.detail = f"code {icmp.code}: {icmp.sprintf('%ICMP.code%')}"
+    elif TCP in pkt:
+        f.kind = f"TCP {pkt[TCP].flags}"
+        f.sport, f.dport = pkt[TCP].sport, pkt[TCP].dport
+    elif UDP in pkt:
+        f.kind = "UDP"
+        f.sport, f.dport = pkt[UDP].sport, pkt[UDP].dport
+    return f
+
+
+def _egress(dst: str) -> tuple[str | None, str | None]:
+    """The interface and next hop the kernel would use for `dst` (None: no route + why)."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr:
+        try:
+            msg = ipr.route("get", dst=dst)[0]
+        except NetlinkError as exc:
+            return None, str(exc.args[-1]) if exc.args else "no route"
+        oif = msg.get_attr("RTA_OIF")
+        name = ipr.get_links(oif)[0].get_attr("IFLA_IFNAME")
+        if msg["type"] == 2:  # RTN_LOCAL: the kernel delivers it to itself over lo
+            name = "lo"
+        return name, msg.get_attr("RTA_GATEWAY") or dst
+
+
+def _icmp_error(pkt: Any) -> bool:
+    """An ICMP error (unreachable, time exceeded) ends the wait: nothing else will come."""
+    from scapy.layers.inet import ICMP
+
+    return ICMP in pkt and pkt[ICMP].type in (3, 11)
+
+
+def _related(pkt: Any, next_hop: str | None, dst: str) -> bool:
+    """Keep ARP only for this probe's next hop: a kernel may still be ARPing for an
+    address an earlier probe tried, and that must not show up in this probe's story."""
+    from scapy.layers.l2 import ARP
+
+    if ARP in pkt:
+        return next_hop in (pkt[ARP].pdst, pkt[ARP].psrc)
+    return True
+
+
+def _exchange(
+    pkt: Any, dst: str, is_answer: Callable[[Any], bool], timeout: float, bpf: str
+) -> tuple[str | None, list[Frame], list[Frame], str | None, float]:
+    """Send `pkt` through the kernel (raw socket), sniff the egress interface meanwhile."""
+    import threading
+
+    from scapy.sendrecv import AsyncSniffer
+    from scapy.supersocket import L3RawSocket
+
+    iface, next_hop = _egress(dst)
+    if iface is None:
+        return None, [], [], f"no route to {dst} ({next_hop})", 0.0
+    ready = threading.Event()
+    captured: list[Any] = []  # AsyncSniffer.results only exists after stop(): collect live
+    sniffer = AsyncSniffer(
+        iface=iface, filter=bpf, started_callback=ready.set, store=False, prn=captured.append
+    )
+    sniffer.start()
+    ready.wait(2)
+    t0 = time.time()
+    sock = L3RawSocket()
+    error = None
+    try:
+        sock.send(pkt)
+    except OSError as exc:
+        error = exc.strerror or str(exc)
+    finally:
+        sock.close()
+    deadline = t0 + timeout
+    answers: list[Any] = []
+    while error is None and time.time() < deadline:
+        answers = [p for p in list(captured) if is_answer(p) or _icmp_error(p)]
+        if answers:
+            time.sleep(0.02)  # let a duplicate or an error arrive too
+            break
+        time.sleep(0.005)
+    elapsed = (time.time() - t0) * 1000
+    sniffer.stop()
+    frames = [_frame(p, t0, iface) for p in captured if _related(p, next_hop, dst)]
+    replies = [_frame(p, t0, iface) for p in captured if is_answer(p)]
+    return iface, frames, replies, error, elapsed
+
+
+def _ping_inside(dst: str, ttl: int, ident: int, timeout: float, size: int) -> Observation:
+    from scapy.layers.inet import ICMP, IP
+    from scapy.packet import Raw
+
+    pkt = IP(dst=dst, ttl=ttl) / ICMP(id=ident, seq=1) / Raw(b"k8snet".ljust(size, b"."))
+
+    def is_answer(p: Any) -> bool:
+        return ICMP in p and p[ICMP].type == 0 and p[ICMP].id == ident
+
+    iface, frames, replies, error, ms = _exchange(pkt, dst, is_answer, timeout, "icmp or arp")
+    sent = f"ICMP echo request to {dst} (ttl {ttl}, id {ident:#06x})"
+    return Observation("icmp-echo", "", dst, sent, iface, replies, frames, error, ms, timeout)
+
+
+def _tcp_syn_inside(dst: str, port: int, sport: int, timeout: float) -> Observation:
+    from scapy.layers.inet import ICMP, IP, TCP
+
+    pkt = IP(dst=dst) / TCP(sport=sport, dport=port, flags="S", seq=random.getrandbits(32))
+
+    def is_answer(p: Any) -> bool:
+        if TCP in p and p[TCP].dport == sport and p[TCP].sport == port:
+            return True
+        return ICMP in p and p[ICMP].type == 3
+
+    bpf = f"(tcp and port {sport}) or icmp or arp"
+    iface, frames, replies, error, ms = _exchange(pkt, dst, is_answer, timeout, bpf)
+    sent = f"TCP SYN to {dst}:{port} (source port {sport})"
+    return Observation("tcp-syn", "", dst, sent, iface, replies, frames, error, ms, timeout)
+
+
+def _udp_inside(dst: str, port: int, sport: int, payload: bytes, timeout: float) -> Observation:
+    from scapy.layers.inet import ICMP, IP, UDP
+    from scapy.packet import Raw
+
+    pkt = IP(dst=dst) / UDP(sport=sport, dport=port) / Raw(payload)
+
+    def is_answer(p: Any) -> bool:
+        if UDP in p and p[UDP].dport == sport:
+            return True
+        return ICMP in p and p[ICMP].type == 3
+
+    bpf = f"(udp and port {sport}) or icmp or arp"
+    iface, frames, replies, error, ms = _exchange(pkt, dst, is_answer, timeout, bpf)
+    sent = f"UDP datagram to {dst}:{port} (source port {sport}, {len(payload)} bytes)"
+    return Observation("udp", "", dst, sent, iface, replies, frames, error, ms, timeout)
+
+
+def _connect_inside(dst: str, port: int, timeout: float, payload: bytes) -> Observation:
+    """A real `connect()` from the kernel's TCP stack (what an application would do)."""
+    import socket
+
+    sent = f"TCP connect() to {dst}:{port}"
+    obs = Observation("tcp-connect", "", dst, sent, timeout=timeout)
+    t0 = time.time()
+    with socket.socket() as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((dst, port))
+            obs.iface, _ = _egress(dst)
+            local = s.getsockname()
+            obs.replies.append(
+                Frame(
+                    (time.time() - t0) * 1000,
+                    obs.iface or "",
+                    "TCP connected",
+                    src=dst,
+                    dst=local[0],
+                    sport=port,
+                    dport=local[1],
+                )
+            )
+            obs.outcome = f"The connection was accepted by {dst}:{port}."
+            if payload:
+                s.sendall(payload)
+            s.settimeout(min(timeout, 0.5))
+            try:
+                obs.data = s.recv(4096)
+            except (TimeoutError, ConnectionResetError):
+                pass
+            if obs.data:
+                obs.outcome += f" The server answered {obs.data[:60]!r}."
+        except ConnectionRefusedError:
+            obs.error = "connection refused"
+            obs.outcome = "A TCP RST came back: the address answered, but nothing listens there."
+        except TimeoutError:
+            obs.error = "timeout"
+            obs.outcome = f"No answer to the SYN within {timeout:g} s (dropped or unrouted)."
+        except OSError as exc:
+            obs.error = exc.strerror or str(exc)
+            obs.outcome = f"The kernel refused to connect: {obs.error}."
+    obs.elapsed_ms = (time.time() - t0) * 1000
+    return obs
+
+
+def _named(obs: Observation, ns: Netns | str) -> Observation:
+    obs.ns = _ns_name(ns)
+    return obs
+
+
+# --- the public probes ----------------------------------------------------------------------------
+def ping(
+    ns: Netns | str,
+    dst: str,
+    ttl: int = 64,
+    timeout: float = 1.0,
+    size: int = 32,
+    ident: int | None = None,
+) -> Observation:
+    """ICMP echo from `ns` to `dst`: the reply's source, TTL and MACs, or why none came."""
+    ident = ident if ident is not None else random.randrange(1, 0xFFFF)
+    obs = run_in_netns(ns, _ping_inside, dst, ttl, ident, timeout, size, timeout=timeout + 8)
+    return _named(obs, ns)
+
+
+def tcp_syn(
+    ns: Netns | str, dst: str, port: int, sport: int | None = None, timeout: float = 1.0
+) -> Observation:
+    """One hand-made TCP SYN: SYN-ACK (listening), RST (closed), ICMP error or silence."""
+    sport = sport or random.randrange(20000, 60000)
+    obs = run_in_netns(ns, _tcp_syn_inside, dst, port, sport, timeout, timeout=timeout + 8)
+    return _named(obs, ns)
+
+
+def tcp_connect(
+    ns: Netns | str, dst: str, port: int, timeout: float = 1.0, payload: bytes = b""
+) -> Observation:
+    """A kernel TCP connection from `ns`; `data` holds what the server sent back, if any."""
+    obs = run_in_netns(ns, _connect_inside, dst, port, timeout, payload, timeout=timeout + 8)
+    return _named(obs, ns)
+
+
+def udp(
+    ns: Netns | str,
+    dst: str,
+    port: int,
+    payload: bytes = b"k8snet",
+    sport: int | None = None,
+    timeout: float = 1.0,
+) -> Observation:
+    """One UDP datagram: a reply, an ICMP port-unreachable, or silence."""
+    sport = sport or random.randrange(20000, 60000)
+    obs = run_in_netns(ns, _udp_inside, dst, port, sport, payload, timeout, timeout=timeout + 8)
+    return _named(obs, ns)
+
+
+# --- watching one place while sending from another ----------------------------------------------
+def _sniff_inside(iface: str, bpf: str, seconds: float, ready: Any, stop: Any) -> list[Frame]:
+    from scapy.sendrecv import AsyncSniffer
+
+    t0 = time.time()
+    sniffer = AsyncSniffer(iface=iface, filter=bpf, started_callback=ready.set, store=True)
+    sniffer.start()
+    stop.wait(seconds)
+    time.sleep(0.02)  # frames still in flight when the sender finished
+    sniffer.stop()
+    return [_frame(p, t0, iface) for p in (sniffer.results or [])]
+
+
+def sniff_while(
+    ns: Netns | str,
+    iface: str,
+    action: Callable[[], Any],
+    bpf: str = "icmp or arp or tcp or udp",
+    max_seconds: float = 5.0,
+) -> tuple[Any, list[Frame]]:
+    """Capture on `iface` inside `ns` while `action()` runs (typically a probe elsewhere).
+
+    Answers questions such as "did the packet reach the node's veth?" and "whose MAC did
+    the receiver see?". Returns the action's result and the frames captured.
+    """
+    ctx = _context()
+    ready, stop = ctx.Event(), ctx.Event()
+    result: dict[str, Any] = {}
+
+    import threading
+
+    def sniff() -> None:
+        try:
+            result["frames"] = run_in_netns(
+                ns, _sniff_inside, iface, bpf, max_seconds, ready, stop, timeout=max_seconds + 8
+            )
+        except ProbeError as exc:
+            result["error"] = exc
+            ready.set()
+
+    t = threading.Thread(target=sniff, daemon=True)
+    t.start()
+    if not ready.wait(max_seconds + 5):
+        raise ProbeError(f"sniffer on {_ns_name(ns)}/{iface} did not start")
+    if "error" in result:
+        raise result["error"]
+    try:
+        outcome = action()
+    finally:
+        stop.set()
+        t.join(max_seconds + 10)
+    if "error" in result:
+        raise result["error"]
+    return outcome, result.get("frames", [])
