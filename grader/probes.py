@@ -12,6 +12,7 @@ the sentence a check puts in its feedback.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import random
@@ -350,10 +351,8 @@ def _connect_inside(dst: str, port: int, timeout: float, payload: bytes) -> Obse
             if payload:
                 s.sendall(payload)
             s.settimeout(min(timeout, 0.5))
-            try:
+            with contextlib.suppress(TimeoutError, ConnectionResetError):
                 obs.data = s.recv(4096)
-            except (TimeoutError, ConnectionResetError):
-                pass
             if obs.data:
                 obs.outcome += f" The server answered {obs.data[:60]!r}."
         except ConnectionRefusedError:

@@ -267,9 +267,7 @@ class LinkOps:
 
     def add_neighbour(self, ip: str, mac: str, dev: str) -> None:
         """`ip neigh replace IP lladdr MAC dev DEV nud permanent`."""
-        self.ipr.neigh(
-            "replace", dst=ip, lladdr=mac, ifindex=self.index(dev), state=NUD_PERMANENT
-        )
+        self.ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=self.index(dev), state=NUD_PERMANENT)
 
     def neighbours(self, dev: str | None = None) -> list[dict[str, Any]]:
         kw = {"ifindex": self.index(dev)} if dev else {}

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -161,10 +161,8 @@ class Netns(LinkOps):
         for pid in pids_in_netns(self.path):
             if pid != os.getpid():
                 _kill(pid)
-        try:
+        with suppress(OSError):  # not mounted (a half-made namespace): unlinking is enough
             _libc.umount_detach(str(self.path))
-        except OSError:
-            pass  # not mounted (a half-made namespace): removing the file is enough
         self.path.unlink(missing_ok=True)
 
     # --- sysctls -------------------------------------------------------------------------
@@ -243,14 +241,10 @@ def _kill_group(pid: int) -> None:
 
 
 def _kill(pid: int) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _reap(proc: subprocess.Popen[Any]) -> None:
-    try:
+    with suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=2)
-    except subprocess.TimeoutExpired:
-        pass
