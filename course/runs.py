@@ -15,7 +15,9 @@ from pathlib import Path
 
 from course.kernel import Netns, list_netns
 
-PREFIX = "knl"
+# The first part of every lab namespace's name. A second course on the same machine (or a
+# test that must not touch anyone else's labs) can pick another with K8SNET_NS_PREFIX.
+PREFIX = os.environ.get("K8SNET_NS_PREFIX", "knl")
 RUN_DIR = Path("/run/k8s-netlabs/runs")
 
 

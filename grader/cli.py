@@ -19,7 +19,9 @@ app = typer.Typer(
 
 # --- registrations: one line per command module -------------------------------------------
 # (each module defines `register(app: typer.Typer) -> None`)
-_COMMAND_MODULES: list[str] = []
+_COMMAND_MODULES: list[str] = [
+    "grader.cmd_runtime",
+]
 
 
 def _load_commands() -> None:

@@ -1,0 +1,20 @@
+"""The cluster each lab starts from, so `k8snet up <lab>` builds what the notebook expects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+LAB_TOPOLOGIES: dict[str, dict[str, Any]] = {
+    "sandbox": {"nodes": 3, "pods_per_node": 3, "router": True, "client": True},
+    "01-netns-veth": {"nodes": 1, "pods_per_node": 0, "pod_network": None, "underlay": False},
+    "02-bridge-vs-routed": {"nodes": 1, "pods_per_node": 2, "pod_network": "bridge"},
+    "06-kube-proxy": {"nodes": 1, "pods_per_node": 4, "pod_network": "bridge"},
+}
+
+
+def topology(lab: str) -> dict[str, Any]:
+    try:
+        return LAB_TOPOLOGIES[lab]
+    except KeyError:
+        known = ", ".join(LAB_TOPOLOGIES)
+        raise KeyError(f"unknown lab {lab!r}; known labs: {known}") from None

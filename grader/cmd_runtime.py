@@ -1,0 +1,93 @@
+"""`k8snet doctor | up | down | status`: the lab runtime from the command line."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def doctor() -> None:
+    """Check every kernel feature and tool the labs need; exit 1 naming what is missing."""
+    from grader.doctor import run_checks
+
+    table = Table(title="k8s-netlabs doctor", show_lines=False)
+    for col in ("feature", "status", "detail"):
+        table.add_column(col)
+    results = run_checks()
+    for r in results:
+        mark = "[green]ok[/]" if r.ok else "[red]MISSING[/]"
+        table.add_row(r.name, mark, r.detail if r.ok else f"{r.detail}\n[yellow]fix:[/] {r.fix}")
+    console.print(table)
+    missing = [r for r in results if not r.ok]
+    if missing:
+        console.print(f"[red]missing:[/] {', '.join(r.name for r in missing)}")
+        for r in missing:
+            console.print(f"  {r.name}: {r.fix}")
+        raise typer.Exit(1)
+    console.print("[green]everything the labs need is here[/]")
+
+
+def up(lab: str = typer.Argument("sandbox", help="lab id, e.g. 01-netns-veth")) -> None:
+    """Build a lab's cluster and leave it running (explore it with `ip netns exec`)."""
+    from course.labs import topology
+    from course.topology import Cluster
+
+    try:
+        spec = topology(lab)
+    except KeyError as exc:
+        console.print(f"[red]{exc.args[0]}[/]")
+        raise typer.Exit(2) from None
+    cluster = Cluster(lab, detached=True, **spec).build()
+    table = Table(title=f"{lab} is up (run {cluster.prefix})")
+    for col in ("role", "namespace", "addresses"):
+        table.add_column(col)
+    for role, ns in cluster.namespaces.items():
+        addrs = ", ".join(a for a in ns.addresses() if not a.startswith("127."))
+        table.add_row(role, ns.name, addrs)
+    console.print(table)
+    console.print(
+        f"explore: ip netns exec {cluster.prefix}-<role> bash    remove: k8snet down {lab}"
+    )
+
+
+def down(
+    lab: str = typer.Argument(None, help="remove this lab's runs"),
+    all_: bool = typer.Option(False, "--all", help="remove every lab namespace, even orphans"),
+) -> None:
+    """Remove lab namespaces (and the processes inside them), including crashed runs' leftovers."""
+    from course.runs import reap
+
+    if not lab and not all_:
+        console.print("[red]say which lab, or --all[/]")
+        raise typer.Exit(2)
+    removed = reap(lab=lab, everything=all_)
+    console.print(f"removed {len(removed)} namespace(s)")
+    for name in removed:
+        console.print(f"  {name}")
+
+
+def status() -> None:
+    """List lab runs: owner process, whether it still lives, and their namespaces."""
+    from course.runs import load_runs, orphan_namespaces
+
+    table = Table(title="lab runs")
+    for col in ("run", "lab", "owner pid", "owner", "namespaces"):
+        table.add_column(col)
+    for rec in load_runs():
+        owner = "detached" if rec.detached else ("alive" if rec.owner_alive() else "[red]gone[/]")
+        table.add_row(rec.prefix, rec.lab, str(rec.pid), owner, str(len(rec.namespaces)))
+    console.print(table)
+    orphans = orphan_namespaces()
+    if orphans:
+        console.print(f"[yellow]{len(orphans)} orphan namespace(s)[/]: {' '.join(orphans)}")
+        console.print("remove them with: k8snet down --all")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(doctor)
+    app.command()(up)
+    app.command()(down)
+    app.command()(status)
