@@ -29,9 +29,9 @@ class Result:
 def _privileges() -> tuple[bool, str]:
     if os.geteuid() == 0:
         return True, "running as root"
-    for line in open("/proc/self/status"):
-        if line.startswith("CapEff:"):
-            if int(line.split()[1], 16) & (1 << 12):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:") and int(line.split()[1], 16) & (1 << 12):
                 return True, "CAP_NET_ADMIN"
     return False, "neither root nor CAP_NET_ADMIN"
 
