@@ -1,0 +1,54 @@
+"""What a check cell in a lab notebook calls: `check("01-netns-veth", "ex1-loopback")`.
+
+The check runs in a fresh, isolated Python process (`grader.verify`) that finds this
+kernel's lab run and inspects the namespaces and the wire, so the learner sees the same
+verdict the grader will reach. This function is a convenience for the learner only: when
+grading, `grader.executor.VerifyingExecute` re-runs every check from the grading process and
+replaces the cell's outputs with its own verdict, so nothing defined in this kernel
+(including this function) can change a grade.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from grader.labs import load_lab
+from grader.verify import verify_in_subprocess
+
+
+class CheckFailed(AssertionError):
+    """Raised so the cell shows as failed (nbgrader scores a cell with an error as 0)."""
+
+
+def _answers_from_kernel(names: tuple[str, ...]) -> dict[str, object]:
+    """Plain JSON values of the answer variables in the notebook namespace, if any.
+
+    A value that does not survive a JSON round trip (an object pretending to equal
+    anything) is left out, which the check reports as "no answer given".
+    """
+    try:
+        from IPython import get_ipython
+
+        user_ns: dict[str, Any] = get_ipython().user_ns  # type: ignore[union-attr]
+    except (ImportError, AttributeError):
+        return {}
+    answers: dict[str, object] = {}
+    for name in names:
+        if name in user_ns:
+            try:
+                answers[name] = json.loads(json.dumps(user_ns[name]))
+            except (TypeError, ValueError):
+                continue
+    return answers
+
+
+def check(lab: str, check_id: str) -> None:
+    """Run one check of `lab` against this kernel's lab run; print the verdict."""
+    chk = load_lab(lab).check(check_id)
+    answers = _answers_from_kernel(chk.answers)
+    verdict = verify_in_subprocess(lab, check_id, pid=os.getpid(), answers=answers)
+    print(verdict.render())
+    if not verdict.passed:
+        raise CheckFailed(verdict.summary)

@@ -1,0 +1,155 @@
+"""Run one lab check in a process of its own and print the verdict.
+
+    python -I -m grader.verify 01-netns-veth ex2-veth --pid 4242 --answers '{"q1": "b"}'
+
+Why a separate process: the student's code runs in the same Jupyter kernel as the check
+cells, so anything living in that kernel (grader functions, Scapy, the result objects) can be
+replaced by the student. This process starts clean (`-I`: no PYTHON* variables, no current
+folder on sys.path), finds the student's lab run through the run registry that
+`course.runs` writes, and inspects the kernel state and the wire itself.
+
+The verdict is printed as one JSON line starting with `K8SNET-VERDICT `; the exit code is 0
+when the check passed and 1 when it failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+from grader.labs import Check, CheckContext, load_lab
+from grader.verdict import Verdict
+
+MARKER = "K8SNET-VERDICT "
+NETNS_DIR = Path("/run/netns")
+
+
+def find_run(lab: str, pid: int) -> tuple[str, tuple[str, ...]] | None:
+    """The newest live run of `lab` owned by process `pid` (the learner's kernel)."""
+    from course.runs import load_runs
+
+    mine = [r for r in load_runs() if r.lab == lab and r.pid == pid]
+    live = [r for r in mine if any((NETNS_DIR / ns).exists() for ns in r.namespaces)]
+    if not live:
+        return None
+    newest = max(live, key=lambda r: r.path.stat().st_mtime_ns)
+    return newest.prefix, tuple(newest.namespaces)
+
+
+def _run_record(prefix: str) -> tuple[str, tuple[str, ...]]:
+    from course.runs import load_runs
+
+    for rec in load_runs():
+        if rec.prefix == prefix:
+            return rec.prefix, tuple(rec.namespaces)
+    return prefix, ()
+
+
+def _no_run(lab: str, pid: int) -> Verdict:
+    return Verdict.fail(
+        "no running lab found for this notebook",
+        sent=f"looked for a run record of lab {lab} owned by kernel process {pid}",
+        observed="no record with live namespaces (was the setup cell run, or torn down?)",
+        expected="the run the notebook's setup cell started, still alive while checks run",
+        hint="run the notebook from the top, in order, without restarting the kernel",
+    )
+
+
+def run_check(chk: Check, ctx: CheckContext) -> Verdict:
+    """Call the check; a crash inside the check becomes a failed verdict, not a traceback."""
+    missing = [name for name in chk.answers if name not in ctx.answers]
+    if missing:
+        return Verdict.fail(
+            f"{chk.title}: no answer given",
+            sent=f"read the answer variable(s) {', '.join(missing)} from the notebook",
+            observed="no plain literal assigned to them (for example: q1 = 'b')",
+            expected="each answer written as a plain string or number literal",
+            hint="replace the `raise NotImplementedError()` line with your literal answer",
+        )
+    try:
+        return chk.run(ctx)
+    except Exception as exc:  # the check's own failure must still produce feedback
+        return Verdict.fail(
+            f"{chk.title}: the check could not inspect the lab",
+            sent=f"inspected the namespaces of run {ctx.prefix or '(none)'}",
+            observed=f"{type(exc).__name__}: {exc}",
+            expected="the namespaces and links this exercise builds",
+            hint="run the exercise cells above again, in order",
+        )
+
+
+def verify(
+    lab_id: str, check_id: str, *, pid: int | None, prefix: str | None, answers: dict[str, object]
+) -> Verdict:
+    chk = load_lab(lab_id).check(check_id)
+    if prefix:
+        prefix, namespaces = _run_record(prefix)
+    elif chk.needs_run:
+        found = find_run(lab_id, pid if pid is not None else os.getppid())
+        if found is None:
+            return _no_run(lab_id, pid if pid is not None else os.getppid())
+        prefix, namespaces = found
+    else:
+        prefix, namespaces = "", ()
+    ctx = CheckContext(lab_id, prefix, namespaces, answers)
+    return run_check(chk, ctx)
+
+
+def verify_in_subprocess(
+    lab_id: str,
+    check_id: str,
+    *,
+    pid: int,
+    answers: dict[str, object] | None = None,
+    timeout: float = 45.0,
+) -> Verdict:
+    """Run `verify` in a fresh isolated interpreter and parse its verdict line."""
+    argv = [sys.executable, "-I", "-m", "grader.verify", lab_id, check_id, "--pid", str(pid)]
+    argv += ["--answers", json.dumps(answers or {})]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return Verdict.fail(
+            f"check {check_id} did not finish",
+            sent=f"ran the check {check_id} of lab {lab_id}",
+            observed=f"no verdict after {timeout:.0f} s",
+            expected="a verdict within the check's time budget",
+            hint="something in the lab blocks the probes; rebuild the lab from the top",
+        )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)]
+    if not lines:
+        return Verdict.fail(
+            f"check {check_id} crashed",
+            sent=f"ran the check {check_id} of lab {lab_id}",
+            observed=(proc.stderr.strip().splitlines() or ["no output"])[-1],
+            expected="a verdict",
+            hint="report this to the course maintainers with the notebook attached",
+        )
+    return Verdict.from_json(lines[-1][len(MARKER) :])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grader.verify")
+    parser.add_argument("lab")
+    parser.add_argument("check")
+    parser.add_argument("--pid", type=int, default=None, help="process that owns the lab run")
+    parser.add_argument("--run", default=None, help="run prefix, instead of --pid")
+    parser.add_argument("--answers", default="{}", help="JSON object of literal answers")
+    args = parser.parse_args(argv)
+    try:
+        answers = json.loads(args.answers)
+        verdict = verify(args.lab, args.check, pid=args.pid, prefix=args.run, answers=answers)
+    except Exception:
+        traceback.print_exc()
+        return 2
+    print(MARKER + verdict.to_json(), flush=True)
+    return 0 if verdict.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
