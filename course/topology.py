@@ -122,8 +122,12 @@ class Cluster:
 
     @staticmethod
     def _default_pods(nodes: int, per_node: int) -> dict[int, list[str]]:
-        letters = iter(string.ascii_lowercase + string.digits)
-        return {n: [next(letters) for _ in range(per_node)] for n in range(1, nodes + 1)}
+        """a, b, c, ... across the cluster; pod1, pod2, ... when letters run out."""
+        total = nodes * per_node
+        names = iter(
+            string.ascii_lowercase[:total] if total <= 26 else [f"pod{k + 1}" for k in range(total)]
+        )
+        return {n: [next(names) for _ in range(per_node)] for n in range(1, nodes + 1)}
 
     # --- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Cluster:

@@ -62,10 +62,27 @@ class LinkOps:
                     "master": msg.get_attr("IFLA_MASTER"),
                     "kind": info.get_attr("IFLA_INFO_KIND") if info else None,
                     "link": msg.get_attr("IFLA_LINK"),
+                    "link_netnsid": msg.get_attr("IFLA_LINK_NETNSID"),
                     "mtu": msg.get_attr("IFLA_MTU"),
                 }
             )
         return out
+
+    def nsid_of(self, other: Netns) -> int | None:
+        """The id this namespace uses for `other` (`ip netns list-id`), if it has one.
+
+        A veth whose peer lives elsewhere reports the peer's namespace by this id
+        (`link-netnsid` in `ip link`), which is how the peer can be found.
+        """
+        import os
+
+        fd = os.open(other.path, os.O_RDONLY)
+        try:
+            answer = self.ipr.get_netnsid(fd=fd)
+        finally:
+            os.close(fd)
+        nsid = answer.get("nsid") if answer else None
+        return None if nsid in (None, -1, 0xFFFFFFFF) else int(nsid)
 
     def link(self, ifname: str) -> dict[str, Any]:
         for entry in self.links():

@@ -1,0 +1,107 @@
+"""Teardown always happens: at exit, on SIGTERM, and after SIGKILL through `k8snet down --all`."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+K8SNET = str(Path(sys.executable).with_name("k8snet"))
+
+BUILD = """
+import sys, time
+from course.topology import Cluster
+c = Cluster("t-crash", nodes=int(sys.argv[1]), pods_per_node=int(sys.argv[2]), router=True)
+{how}
+"""
+
+
+@pytest.fixture
+def private_prefix(monkeypatch):
+    """A namespace prefix of our own, so `down --all` here cannot touch anyone else's labs."""
+    prefix = f"knt{uuid.uuid4().hex[:4]}"
+    monkeypatch.setenv("K8SNET_NS_PREFIX", prefix)
+    yield prefix
+    subprocess.run([K8SNET, "down", "--all"], capture_output=True)
+
+
+def _netns(prefix: str) -> list[str]:
+    d = Path("/run/netns")
+    return sorted(p.name for p in d.iterdir() if p.name.startswith(prefix + "-"))
+
+
+def _spawn(how: str, nodes: int = 3, pods: int = 3) -> subprocess.Popen[str]:
+    code = BUILD.format(how=how)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(nodes), str(pods)],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_atexit_tears_down_a_cluster_never_closed(private_prefix):
+    proc = _spawn("c.build(); print('built', flush=True)")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "built" in out, err
+    assert _netns(private_prefix) == []
+
+
+def test_sigterm_tears_down(private_prefix):
+    proc = _spawn("c.build(); print('built', flush=True); time.sleep(60)")
+    assert proc.stdout.readline().strip() == "built"
+    assert len(_netns(private_prefix)) == 14
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGTERM
+    assert _netns(private_prefix) == []
+
+
+def test_sigkill_mid_build_then_down_all_leaves_nothing(private_prefix):
+    host_links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    proc = _spawn("c.build(); print('built', flush=True)", nodes=10, pods=10)
+    deadline = time.time() + 30
+    while len(_netns(private_prefix)) < 20 and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    left = _netns(private_prefix)
+    assert 0 < len(left) < 121, "the build should have been cut off midway"
+    status = subprocess.run([K8SNET, "status"], capture_output=True, text=True)
+    assert "gone" in status.stdout  # the dead owner is visible to the learner
+    out = subprocess.run([K8SNET, "down", "--all"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert _netns(private_prefix) == []
+    assert not list(Path("/run/k8s-netlabs/runs").glob(f"{private_prefix}-*.json"))
+    assert (
+        subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout == host_links
+    )
+
+
+def test_down_kills_processes_left_inside_lab_namespaces(private_prefix):
+    proc = _spawn(
+        "c.build(); c.pods[0].exec(['sleep', '300']); print('built', flush=True); time.sleep(60)",
+        nodes=1,
+        pods=1,
+    )
+    assert proc.stdout.readline().strip() == "built"
+    proc.kill()
+    proc.wait(10)
+    sleeper = subprocess.run(["pgrep", "-f", "^sleep 300$"], capture_output=True, text=True)
+    assert sleeper.stdout.strip(), "the container process should outlive its SIGKILLed owner"
+    subprocess.run([K8SNET, "down", "--all"], check=True, capture_output=True)
+    assert _netns(private_prefix) == []
+    for pid in sleeper.stdout.split():
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+
+
+def _zombie(pid: str) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
