@@ -21,6 +21,7 @@ app = typer.Typer(
 # (each module defines `register(app: typer.Typer) -> None`)
 _COMMAND_MODULES: list[str] = [
     "grader.cmd_runtime",
+    "grader.cmd_proxy_rules",
 ]
 
 

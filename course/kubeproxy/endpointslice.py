@@ -209,3 +209,19 @@ class EndpointSliceController:
 
 def _sel(svc: Service) -> dict[str, str] | None:
     return None if svc.selector is None else dict(svc.selector)
+
+
+def endpoint_slices_for_manifests(
+    services: Iterable[Service], pods: Iterable[Pod], slices: Iterable[EndpointSlice]
+) -> list[EndpointSlice]:
+    """The slices a cluster would hold: the ones written by hand, plus the controller's.
+
+    A Service whose slices appear in the manifests keeps exactly those (as `kubectl get
+    endpointslices -o yaml` output would show them); a Service with a selector and no
+    slices gets the ones the controller derives from the Pods.
+    """
+    given = list(slices)
+    covered = {(es.namespace, es.service_name) for es in given}
+    missing = [s for s in services if (s.namespace, s.name) not in covered]
+    derived = EndpointSliceController(missing, pods).endpoint_slices()
+    return given + derived
