@@ -173,10 +173,16 @@ def submit(course: Path, lab: str, student: str, notebook: Path) -> None:
 
 
 def autograde_submitted(
-    course: Path, lab: str, student: str, feedback: bool = False, timeout: float | None = None
+    course: Path,
+    lab: str,
+    student: str,
+    feedback: bool = False,
+    timeout: float | None = None,
+    extra_args: list[str] | None = None,
 ) -> GradeResult:
     """`nbgrader autograde` one submission already in the course folder; read its grades."""
-    nbgrader(["autograde", lab, "--student", student, "--force"], cwd=course, timeout=timeout)
+    args = ["autograde", lab, "--student", student, "--force", *(extra_args or [])]
+    nbgrader(args, cwd=course, timeout=timeout)
     result = GradeResult(student, cells=read_grades(course, lab, student))
     graded = course / "autograded" / student / lab / f"{lab}.ipynb"
     result.notebook = json.loads(graded.read_text())

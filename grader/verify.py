@@ -21,8 +21,12 @@ import subprocess
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grader.labs import Check, CheckContext, load_lab
+
+if TYPE_CHECKING:
+    from course.runs import RunRecord
 from grader.verdict import Verdict
 
 MARKER = "K8SNET-VERDICT "
@@ -30,14 +34,22 @@ NETNS_DIR = Path("/run/netns")
 
 
 def find_run(lab: str, pid: int) -> tuple[str, tuple[str, ...]] | None:
-    """The newest live run of `lab` owned by process `pid` (the learner's kernel)."""
+    """The newest run of `lab` owned by process `pid` (the learner's kernel).
+
+    A run with live namespaces wins over one whose namespaces are gone; a run with none
+    left is still returned, so the check itself can say which namespace is missing.
+    """
     from course.runs import load_runs
 
     mine = [r for r in load_runs() if r.lab == lab and r.pid == pid]
-    live = [r for r in mine if any((NETNS_DIR / ns).exists() for ns in r.namespaces)]
-    if not live:
+    if not mine:
         return None
-    newest = max(live, key=lambda r: r.path.stat().st_mtime_ns)
+
+    def rank(r: RunRecord) -> tuple[bool, int]:
+        live = any((NETNS_DIR / ns).exists() for ns in r.namespaces)
+        return live, r.path.stat().st_mtime_ns
+
+    newest = max(mine, key=rank)
     return newest.prefix, tuple(newest.namespaces)
 
 
@@ -54,7 +66,7 @@ def _no_run(lab: str, pid: int) -> Verdict:
     return Verdict.fail(
         "no running lab found for this notebook",
         sent=f"looked for a run record of lab {lab} owned by kernel process {pid}",
-        observed="no record with live namespaces (was the setup cell run, or torn down?)",
+        observed="no run record (was the setup cell run? was the kernel restarted?)",
         expected="the run the notebook's setup cell started, still alive while checks run",
         hint="run the notebook from the top, in order, without restarting the kernel",
     )
