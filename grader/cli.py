@@ -22,6 +22,7 @@ app = typer.Typer(
 _COMMAND_MODULES: list[str] = [
     "grader.cmd_runtime",
     "grader.cmd_proxy_rules",
+    "grader.cmd_notebooks",
 ]
 
 

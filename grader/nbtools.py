@@ -11,9 +11,11 @@ command line is what runs, exactly as an instructor would run it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,16 +45,66 @@ def lab_ids(source_root: Path = REPO) -> list[str]:
 def nbgrader(args: list[str], cwd: Path, timeout: float | None = None) -> str:
     """Run the real `nbgrader` command line in course folder `cwd`; return its log."""
     argv = [sys.executable, "-m", "nbgrader", *args]
-    try:
-        proc = subprocess.run(
-            argv, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise NbgraderError(f"nbgrader {' '.join(args)}: no result after {timeout} s") from exc
-    log = proc.stdout + proc.stderr
-    if proc.returncode != 0 or "[ERROR]" in log:
+    code, log = run_bounded(argv, cwd, timeout)
+    if code is None:
+        raise NbgraderError(f"nbgrader {' '.join(args)}: no result after {timeout} s, killed")
+    if code != 0 or "[ERROR]" in log:
         raise NbgraderError(f"nbgrader {' '.join(args)} failed:\n{log}")
     return log
+
+
+def run_bounded(argv: list[str], cwd: Path, timeout: float | None) -> tuple[int | None, str]:
+    """Run `argv`; past `timeout`, kill it *and* the kernels it started (exit code None).
+
+    Jupyter starts each kernel in a session of its own, so killing nbgrader's process group
+    leaves the kernel (and the lab namespaces it holds) behind; kernels are found as
+    nbgrader's children before it is killed.
+    """
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=tool_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            code: int | None = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _kill_tree(proc.pid)
+            proc.wait()
+            code = None
+        out.seek(0)
+        return code, out.read()
+
+
+def _children(pid: int) -> list[int]:
+    """All descendants of `pid`, read from /proc (no psutil needed)."""
+    parent_of: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent_of[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, pp in parent_of.items() if pp in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+def _kill_tree(pid: int) -> None:
+    victims = _children(pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    for victim in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
 
 
 def tool_env() -> dict[str, str]:

@@ -1,0 +1,95 @@
+"""`k8snet check` (a learner checks a notebook) and `k8snet grade` (an instructor grades all)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+
+
+def _fmt(points: float) -> str:
+    return f"{points:g}"
+
+
+LabArg = Annotated[str, typer.Argument(help="lab id, e.g. 01-netns-veth")]
+
+
+def check(
+    lab: LabArg,
+    notebook: Annotated[
+        Path | None, typer.Argument(help="notebook to check (default: the lab's release)")
+    ] = None,
+) -> None:
+    """Run a lab notebook from the top and grade it: each check, its points, its feedback."""
+    from grader.grading import self_check
+    from grader.nbtools import REPO
+
+    path = notebook or REPO / "labs" / lab / f"{lab}.ipynb"
+    if not path.is_file():
+        console.print(f"[red]no notebook at {path}[/]")
+        raise typer.Exit(2)
+    console.print(f"running {path} (every cell, in order; checks judged outside the kernel)")
+    outcomes = self_check(lab, path)
+    for o in outcomes:
+        color = "green" if o.verdict.passed else "red"
+        console.rule(
+            f"[{color}]{escape(o.check.id)}[/]  {_fmt(o.points)}/{_fmt(o.check.points)}",
+            align="left",
+        )
+        console.print(escape(o.verdict.render()))
+    score = sum(o.points for o in outcomes)
+    total = sum(o.check.points for o in outcomes)
+    print(f"score: {_fmt(score)}/{_fmt(total)}")
+    if score < total:
+        raise typer.Exit(1)
+
+
+def grade(
+    lab: LabArg,
+    course: Annotated[Path, typer.Option(help="nbgrader course folder (holds submitted/)")] = Path(
+        "."
+    ),
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="CSV to write (default grades-<lab>.csv)")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="seconds one submission may take")] = 900.0,
+) -> None:
+    """Autograde every submission of a lab with nbgrader; print a score table, write a CSV."""
+    from grader.grading import ensure_assignment, grade_one, students, write_csv
+
+    course = course.resolve()
+    who = students(course, lab)
+    if not who:
+        console.print(f"[red]no submissions under {course / 'submitted'}/*/{lab}[/]")
+        raise typer.Exit(2)
+    ensure_assignment(course, lab)
+    rows = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(f"grading {lab}", total=len(who))
+        for student in who:
+            bar.update(task, description=f"grading {student}")
+            rows.append(grade_one(course, lab, student, timeout))
+            bar.advance(task)
+    table = Table(title=f"{lab}: {len(rows)} submissions")
+    for col in ("student", "score", "status"):
+        table.add_column(col)
+    for r in rows:
+        status = "[green]ok[/]" if r.status == "ok" else f"[red]{escape(r.status)}[/]"
+        table.add_row(r.student, f"{_fmt(r.score)}/{_fmt(r.max_score)}", status)
+    console.print(table)
+    out = csv_path or course / f"grades-{lab}.csv"
+    write_csv(rows, out, lab)
+    console.print(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(check)
+    app.command()(grade)
