@@ -39,6 +39,8 @@ class NbgraderError(RuntimeError):
 def lab_ids(source_root: Path = REPO) -> list[str]:
     """Lab folders under `solutions/` (each one an nbgrader assignment)."""
     src = source_root / "solutions"
+    if not src.is_dir():
+        return []
     return sorted(p.name for p in src.iterdir() if p.is_dir() and p.name[:2].isdigit())
 
 
