@@ -26,6 +26,7 @@ from typing import Any
 
 from course import addressing
 from course.kernel import Netns
+from course.kernel.netns import pids_by_netns
 from course.podnet import load as load_pod_network
 from course.runs import RunRecord, new_prefix
 
@@ -142,18 +143,23 @@ class Cluster:
             return self
         _LIVE.add(self)
         _install_handlers()
+        # Record the run before making anything: even a SIGKILL in the middle of the build
+        # leaves a record whose prefix lets `k8snet down` find every namespace.
+        self.record.save()
         try:
             self._build()
         except BaseException:
             self.destroy()
             raise
         self.built = True
+        self.record.save()
         return self
 
     def destroy(self) -> None:
         """Delete every namespace of this run (idempotent; safe from signal handlers)."""
+        inside = pids_by_netns()  # one scan of /proc for all namespaces
         for ns in reversed(list(self.namespaces.values())):
-            ns.delete()
+            ns.delete(inside)
         self.namespaces.clear()
         self.record.path.unlink(missing_ok=True)
         self.built = False
@@ -163,7 +169,8 @@ class Cluster:
         """Create (and record, so teardown finds it) a namespace `<prefix>-<role>`."""
         name = f"{self.prefix}-{role}"
         self.record.namespaces.append(name)
-        self.record.save()  # record first: a crash right after still leaves a trace
+        if self.built:  # during build() the record is written once, before and after
+            self.record.save()
         ns = Netns.create(name)
         self.namespaces[role] = ns
         ns.up("lo")
@@ -173,8 +180,7 @@ class Cluster:
     def _build(self) -> None:
         if self.want_underlay:
             self.underlay = Host("underlay", self.netns("underlay"))
-            self.underlay.ns.add_bridge(UNDERLAY_BRIDGE)
-            self.underlay.ns.up(UNDERLAY_BRIDGE)
+            self.underlay.ns.add_bridge(UNDERLAY_BRIDGE, up=True)
         for n in range(1, self._spec_nodes + 1):
             self._add_node(n)
         if self.want_router:
@@ -208,10 +214,7 @@ class Cluster:
     def _plug_underlay(self, ns: Netns, port: str, cidr: str) -> None:
         """A veth from `ns` (its `eth0`) to a port of the underlay switch."""
         assert self.underlay is not None
-        sw = self.underlay.ns
-        sw.add_veth(port, ns, "eth0")
-        sw.set_master(port, UNDERLAY_BRIDGE)
-        sw.up(port)
+        self.underlay.ns.add_veth(port, ns, "eth0", master=UNDERLAY_BRIDGE, up=True)
         ns.add_address("eth0", cidr)
         ns.up("eth0")
 

@@ -25,6 +25,7 @@ from course.kernel.links import LinkOps
 
 NETNS_DIR = Path("/run/netns")
 _mount_lock = threading.Lock()
+_netns_dir_ready = False
 
 
 class KernelError(RuntimeError):
@@ -33,11 +34,15 @@ class KernelError(RuntimeError):
 
 def _ensure_netns_dir() -> None:
     """Create /run/netns as a shared mount point once, exactly as iproute2 does."""
+    global _netns_dir_ready
     with _mount_lock:
+        if _netns_dir_ready and NETNS_DIR.is_dir():
+            return
         NETNS_DIR.mkdir(parents=True, exist_ok=True)
         mounts = Path("/proc/self/mountinfo").read_text()
         if f" {NETNS_DIR} " not in mounts:
             _libc.make_shared_mountpoint(str(NETNS_DIR))
+        _netns_dir_ready = True
 
 
 @contextmanager
@@ -68,22 +73,25 @@ def list_netns(prefix: str = "") -> list[str]:
     return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
 
 
+def pids_by_netns() -> dict[int, list[int]]:
+    """Every process, grouped by the inode of its network namespace (one scan of /proc)."""
+    found: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                ino = os.stat(f"/proc/{entry.name}/ns/net").st_ino
+            except OSError:
+                continue
+            found.setdefault(ino, []).append(int(entry.name))
+    return found
+
+
 def pids_in_netns(path: str | Path) -> list[int]:
     """Processes whose network namespace is the one mounted at `path`.
 
     A namespace lives on while any process is inside it, so teardown must find them.
     """
-    ino = netns_inode(path)
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{entry.name}/ns/net").st_ino == ino:
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
+    return pids_by_netns().get(netns_inode(path), [])
 
 
 class Netns(LinkOps):
@@ -145,7 +153,7 @@ class Netns(LinkOps):
             self._ipr.close()
             self._ipr = None
 
-    def delete(self) -> None:
+    def delete(self, pids_by_inode: dict[int, list[int]] | None = None) -> None:
         """Stop what runs inside, close our sockets, unmount and remove the name.
 
         Order matters: a namespace outlives its name while any process or socket holds it,
@@ -158,7 +166,9 @@ class Netns(LinkOps):
         self._procs.clear()
         if not self.exists():
             return
-        for pid in pids_in_netns(self.path):
+        if pids_by_inode is None:
+            pids_by_inode = pids_by_netns()
+        for pid in pids_by_inode.get(netns_inode(self.path), []):
             if pid != os.getpid():
                 _kill(pid)
         with suppress(OSError):  # not mounted (a half-made namespace): unlinking is enough

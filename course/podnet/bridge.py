@@ -29,19 +29,16 @@ def host_veth_name(pod_ns_name: str, ifname: str = "eth0") -> str:
 def setup_node(node: Node) -> None:
     """`ip link add cni0 type bridge; ip addr add 10.244.N.1/24 dev cni0; ip link set cni0 up`."""
     ns = node.ns
-    ns.add_bridge(BRIDGE)
+    ns.add_bridge(BRIDGE, up=True)
     prefixlen = pod_cidr(node.index).split("/")[1]
     ns.add_address(BRIDGE, f"{pod_gateway(node.index)}/{prefixlen}")
-    ns.up(BRIDGE)
     ns.sysctl("net.ipv4.ip_forward", 1)
 
 
 def add_pod(node: Node, pod: Pod) -> None:
     """The plugin's ADD: veth pair, node end into cni0, pod end named eth0 with its IP."""
     host_if = host_veth_name(pod.ns.name)
-    node.ns.add_veth(host_if, pod.ns, "eth0")
-    node.ns.set_master(host_if, BRIDGE)
-    node.ns.up(host_if)
+    node.ns.add_veth(host_if, pod.ns, "eth0", master=BRIDGE, up=True)
     prefixlen = pod_cidr(node.index).split("/")[1]
     pod.ns.add_address("eth0", f"{pod.ip}/{prefixlen}")
     pod.ns.up("eth0")
