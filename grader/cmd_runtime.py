@@ -86,8 +86,34 @@ def status() -> None:
         console.print("remove them with: k8snet down --all")
 
 
+def bench(
+    name: str = typer.Argument(None, help="one benchmark, e.g. topology; default: all"),
+) -> None:
+    """Run the benchmarks in benchmarks/ (each prints its own ratios against a baseline)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    scripts = sorted(folder.glob("*.py")) if folder.is_dir() else []
+    if name:
+        scripts = [s for s in scripts if s.stem == name]
+    if not scripts:
+        console.print(f"[red]no benchmark {name or ''} in {folder}[/]")
+        raise typer.Exit(2)
+    failed = []
+    for script in scripts:
+        console.rule(script.stem)
+        if subprocess.run([sys.executable, str(script)]).returncode != 0:
+            failed.append(script.stem)
+    if failed:
+        console.print(f"[red]failed:[/] {', '.join(failed)}")
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(doctor)
     app.command()(up)
     app.command()(down)
     app.command()(status)
+    app.command()(bench)
