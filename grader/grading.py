@@ -66,13 +66,16 @@ def _missing(chk: Check) -> Verdict:
 
 
 def reap_orphans(lab_id: str) -> list[str]:
-    """Delete namespaces of `lab_id` runs whose owner (a kernel) has exited."""
+    """Delete namespaces of `lab_id` runs whose owner (a kernel) has exited.
+
+    A killed kernel is a zombie until its new parent reaps it; it counts as exited.
+    """
     from course.kernel import Netns
     from course.runs import load_runs
 
     removed = []
     for rec in load_runs():
-        if rec.lab == lab_id and not rec.owner_alive():
+        if rec.lab == lab_id and not nbtools.process_alive(rec.pid):
             for name in rec.namespaces:
                 Netns(name).delete()
                 removed.append(name)

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -107,6 +108,18 @@ def _kill_tree(pid: int) -> None:
     for victim in victims:
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(process_alive(v) for v in victims) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie (killed, not yet reaped) counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def tool_env() -> dict[str, str]:
