@@ -9,11 +9,13 @@ plugin is handed its path (`CNI_NETNS=/var/run/netns/cni-...`).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,50 @@ def pids_in_netns(path: str | Path) -> list[int]:
     return pids_by_netns().get(netns_inode(path), [])
 
 
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+_NETLINK_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
+
+
+def _open_ipr(path: Path) -> IPRoute:
+    with entered_path(path):
+        return IPRoute()
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    result = fn(*args, **kwargs)
+    return list(result) if isinstance(result, Iterator) else result
+
+
+class LoopSafeIPRoute:
+    """An IPRoute whose calls run on a helper thread, for threads that run an asyncio loop.
+
+    pyroute2's synchronous API drives an event loop of its own, which asyncio refuses inside
+    a thread whose loop is already running: a Jupyter kernel runs every cell that way ("This
+    event loop is already running"). The socket is opened on the helper thread after it
+    entered the namespace, so it is bound there exactly as in the direct case.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._ipr = _NETLINK_THREAD.submit(_open_ipr, path).result()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._ipr, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return _NETLINK_THREAD.submit(_call, attr, args, kwargs).result()
+
+        return call
+
+
 class Netns(LinkOps):
     """One named network namespace: a node, a pod, a router or a switch in a lab."""
 
@@ -144,8 +190,12 @@ class Netns(LinkOps):
         if self._ipr is None:
             if not self.exists():
                 raise KernelError(f"network namespace {self.name!r} does not exist")
-            with self.entered():
-                self._ipr = IPRoute()
+            if _loop_running():
+                self._ipr = LoopSafeIPRoute(self.path)  # type: ignore[assignment]
+            else:
+                with self.entered():
+                    self._ipr = IPRoute()
+        assert self._ipr is not None
         return self._ipr
 
     def close(self) -> None:
