@@ -23,17 +23,16 @@ ENV DEBIAN_FRONTEND=noninteractive \
 COPY docker/certs/ /usr/local/share/ca-certificates/k8snet-org/
 COPY docker/apt-trust-org-certs.sh /usr/local/sbin/apt-trust-org-certs
 
-# System tools from Debian: the kernel networking tools every lab uses, BIRD for the BGP lab,
-# graphviz for topology diagrams, Python 3.11 with venv, tini as PID 1 (reaps the processes
-# labs start), make for `make test`.
+# System tools from Debian: the same list the native path installs (system-packages.txt:
+# kernel networking tools, BIRD for the BGP lab, graphviz, Python 3.11 with venv, make),
+# plus tini as PID 1 (it reaps the processes labs start) and a few tools for exploring.
+COPY system-packages.txt /opt/k8snet/system-packages.txt
 RUN set -eux; \
     apt-trust-org-certs; \
     apt-get update; \
     apt-get install -y --no-install-recommends \
-        ca-certificates tini make procps psmisc less \
-        python3 python3-venv \
-        iproute2 iptables nftables conntrack bird2 tcpdump iputils-ping ethtool \
-        graphviz; \
+        $(grep -v '^#' /opt/k8snet/system-packages.txt) \
+        ca-certificates tini less ethtool; \
     update-ca-certificates; \
     rm -f /etc/apt/apt.conf.d/99k8snet-org-certs /etc/ssl/k8snet-org-bundle.pem; \
     apt-get clean; \
@@ -41,7 +40,9 @@ RUN set -eux; \
 
 # The project venv lives outside /workspace (the learner's volume) and outside the source
 # tree, so neither a volume nor a bind mount can hide it.
-ENV VIRTUAL_ENV=/opt/k8snet/venv
+# VENV tells the Makefile to use it, so `make test` in the image runs against this install.
+ENV VIRTUAL_ENV=/opt/k8snet/venv \
+    VENV=/opt/k8snet/venv
 ENV PATH=/opt/k8snet/venv/bin:$PATH
 
 # Dependencies first, from pyproject.toml alone: this layer is reused until they change.
@@ -64,6 +65,8 @@ RUN set -eux; \
     command -v k8snet; \
     mkdir -p /workspace
 
+# JupyterLab defaults for a closed, self-contained environment: no news or update checks.
+COPY docker/jupyter/overrides.json /opt/k8snet/venv/share/jupyter/lab/settings/overrides.json
 COPY docker/entrypoint.sh /usr/local/bin/k8snet-entrypoint
 COPY docker/healthcheck.py /usr/local/bin/k8snet-healthcheck
 

@@ -10,8 +10,9 @@
 #    is printed below. Any other command (`make test`, `k8snet doctor`, `bash`) runs as given.
 set -euo pipefail
 
-RELEASE=/opt/k8s-netlabs
-WORKSPACE=/workspace
+# Overridable for the entrypoint's own tests (tests/docker/test_entrypoint.py).
+RELEASE=${K8SNET_RELEASE_DIR:-/opt/k8s-netlabs}
+WORKSPACE=${K8SNET_WORKSPACE:-/workspace}
 
 seed_workspace() {
     mkdir -p "$WORKSPACE/labs"
@@ -58,7 +59,7 @@ run_jupyter() {
 
   k8s-netlabs JupyterLab is starting. Open this address in your browser:
 
-      http://127.0.0.1:8888/lab/tree/labs?token=${JUPYTER_TOKEN}
+      http://127.0.0.1:${K8SNET_PORT:-8888}/lab/tree/labs?token=${JUPYTER_TOKEN}
 
   Your work is saved in the volume mounted at ${WORKSPACE}.
 
@@ -68,6 +69,7 @@ BANNER
         --ServerApp.root_dir="$WORKSPACE" \
         --LabApp.default_url=/lab/tree/labs \
         --ServerApp.terminado_settings='{"shell_command": ["/bin/bash", "-l"]}' \
+        --LabApp.extension_manager=readonly \
         "$@"
 }
 

@@ -12,9 +12,9 @@ import urllib.request
 URL = "http://127.0.0.1:8888/api"
 
 
-def main() -> int:
+def main(url: str = URL) -> int:
     try:
-        with urllib.request.urlopen(URL, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=2) as response:
             version = json.load(response).get("version")
     except (OSError, ValueError) as error:
         print(f"unhealthy: {error}")
@@ -24,4 +24,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(*sys.argv[1:2]))

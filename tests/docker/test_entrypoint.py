@@ -1,0 +1,156 @@
+"""The image's entrypoint, healthcheck and token probe, run on the host without Docker.
+
+The entrypoint decides two things a learner depends on: that their edited notebooks are never
+overwritten by a newer image, and that JupyterLab never starts without a token. Both are
+tested by running the real script with a stand-in `jupyter` on PATH that records how it was
+called. The healthcheck and the token probe run against small HTTP servers on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
+
+FAKE_JUPYTER = """#!/bin/bash
+printf '%s\\n' "$@" > "$OUT/args"
+printf '%s' "$JUPYTER_TOKEN" > "$OUT/token"
+pwd > "$OUT/cwd"
+"""
+
+
+@pytest.fixture()
+def sandbox(tmp_path: Path) -> dict[str, Path]:
+    release, workspace, bin_dir, out = (tmp_path / n for n in ("release", "ws", "bin", "out"))
+    for folder in (release / "labs" / "01-a", bin_dir, out):
+        folder.mkdir(parents=True)
+    (release / "labs" / "01-a" / "01-a.ipynb").write_text("release v1")
+    jupyter = bin_dir / "jupyter"
+    jupyter.write_text(FAKE_JUPYTER)
+    jupyter.chmod(0o755)
+    return {"release": release, "workspace": workspace, "bin": bin_dir, "out": out}
+
+
+def run(box: dict[str, Path], *args: str, token: str = "") -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PATH": f"{box['bin']}:{os.environ['PATH']}",
+        "OUT": str(box["out"]),
+        "K8SNET_RELEASE_DIR": str(box["release"]),
+        "K8SNET_WORKSPACE": str(box["workspace"]),
+        "JUPYTER_TOKEN": token,
+    }
+    return subprocess.run(
+        ["bash", str(ENTRYPOINT), *args], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_empty_token_gets_a_random_one_printed_in_the_log(sandbox: dict[str, Path]) -> None:
+    proc = run(sandbox)
+    assert proc.returncode == 0, proc.stderr
+    token = (sandbox["out"] / "token").read_text()
+    assert re.fullmatch(r"[0-9a-f]{48}", token), token
+    assert f"http://127.0.0.1:8888/lab/tree/labs?token={token}" in proc.stdout
+    assert run(sandbox).returncode == 0
+    assert (sandbox["out"] / "token").read_text() != token, "a fresh token per start"
+
+
+def test_chosen_token_is_used_and_server_opens_on_labs(sandbox: dict[str, Path]) -> None:
+    proc = run(sandbox, token="my-secret")
+    assert proc.returncode == 0, proc.stderr
+    assert (sandbox["out"] / "token").read_text() == "my-secret"
+    args = (sandbox["out"] / "args").read_text().splitlines()
+    assert args[0] == "lab"
+    assert f"--ServerApp.root_dir={sandbox['workspace']}" in args
+    assert "--LabApp.default_url=/lab/tree/labs" in args
+    flags = [a.split("=", 1)[0].lower() for a in args]
+    assert not [f for f in flags if "token" in f], "never a token flag on the command line"
+    assert (sandbox["out"] / "cwd").read_text().strip() == str(sandbox["workspace"])
+
+
+def test_release_notebooks_seeded_without_overwriting_edits(sandbox: dict[str, Path]) -> None:
+    assert run(sandbox, "true").returncode == 0
+    learner = sandbox["workspace"] / "labs" / "01-a" / "01-a.ipynb"
+    assert learner.read_text() == "release v1"
+    learner.write_text("my answers")
+    # A newer image: lab 01 changed, lab 02 is new.
+    (sandbox["release"] / "labs" / "01-a" / "01-a.ipynb").write_text("release v2")
+    (sandbox["release"] / "labs" / "02-b").mkdir()
+    (sandbox["release"] / "labs" / "02-b" / "02-b.ipynb").write_text("lab two")
+    assert run(sandbox, "true").returncode == 0
+    assert learner.read_text() == "my answers"
+    assert (sandbox["workspace"] / "labs" / "02-b" / "02-b.ipynb").read_text() == "lab two"
+
+
+def test_other_commands_run_as_given(sandbox: dict[str, Path]) -> None:
+    proc = run(sandbox, "sh", "-c", "echo ran; exit 3")
+    assert proc.returncode == 3 and proc.stdout.strip() == "ran"
+    assert not (sandbox["out"] / "args").exists(), "jupyter must not start"
+
+
+class _Jupyterish(BaseHTTPRequestHandler):
+    """A server that is either shut like Jupyter (`secure`) or open to anyone."""
+
+    secure = True
+    token = "t0ken"
+
+    def do_GET(self) -> None:
+        authorised = not self.secure or (
+            self.headers.get("Authorization") == f"token {self.token}"
+            or f"token={self.token}" in self.path
+        )
+        if self.path == "/api":
+            self._send(200, json.dumps({"version": "2.0"}))
+        elif authorised:
+            self._send(200, "{}")
+        elif self.path.startswith("/lab"):
+            self.send_response(302)
+            self.send_header("Location", "/login?next=%2Flab")
+            self.end_headers()
+        else:
+            self._send(403, "{}")
+
+    def _send(self, code: int, body: str) -> None:
+        self.send_response(code)
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(params=[True, False], ids=["secure", "open"])
+def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, bool]]:
+    handler = type("Handler", (_Jupyterish,), {"secure": request.param})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", request.param
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_token_probe_fails_on_an_open_server(server: tuple[str, bool]) -> None:
+    url, secure = server
+    argv = [sys.executable, str(ROOT / "docker" / "probe_auth.py"), url, _Jupyterish.token]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == (0 if secure else 1), proc.stdout
+
+
+def test_healthcheck_up_and_down(server: tuple[str, bool]) -> None:
+    url, _ = server
+    check = [sys.executable, str(ROOT / "docker" / "healthcheck.py")]
+    assert subprocess.run([*check, f"{url}/api"], capture_output=True).returncode == 0
+    closed = subprocess.run([*check, "http://127.0.0.1:9/api"], capture_output=True, text=True)
+    assert closed.returncode == 1 and "unhealthy" in closed.stdout
