@@ -8,6 +8,9 @@ For 1,000 / 5,000 / 10,000 ClusterIP Services with 5 endpoints each, one run mea
 Each is the median of several rounds. Target (issue 6): generate < 25% of apply, i.e.
 the reference implementation never dominates the cost of a sync.
 
+Then the lab 06 distribution check (grader.kubeproxy_checks): 3,000 new connections from
+a client pod to a 3-endpoint ClusterIP, counted and judged. Target: under 3 s.
+
 Run as root: .venv/bin/python benchmarks/kubeproxy.py [sizes...]
 """
 
@@ -104,6 +107,34 @@ def time_apply(payload: str, rounds: int) -> float:
     return statistics.median(times)
 
 
+def time_distribution_check() -> tuple[float, str]:
+    """Build node1 with pods a, b, c (+ client d), sync kube-proxy's rules, time the check."""
+    from course.kubeproxy.endpointslice import EndpointSliceController
+    from course.kubeproxy.objects import ContainerPort, Pod
+    from course.topology import Cluster
+    from grader.kubeproxy_checks import Expectation, check_cluster_ip_distribution
+
+    svc = Service(
+        namespace="default", name="web", cluster_ip="10.96.0.10",
+        ports=(ServicePort("http", "TCP", 80, 8080),), selector={"app": "web"},
+    )  # fmt: skip
+    with Cluster("06-kube-proxy", nodes=1, pods_per_node=4, underlay=False) as c:
+        pods = [
+            Pod("default", p.name, {"app": "web"}, "node1", p.ip, ready=True,
+                ports=(ContainerPort("http", 8080),))
+            for p in c.pods if p.name != "d"
+        ]  # fmt: skip
+        proxier = Proxier(c.node(1).ns, ProxierOptions("node1", cluster_cidr="10.244.0.0/16"))
+        proxier.on_service_add(svc)
+        for es in EndpointSliceController([svc], pods).endpoint_slices():
+            proxier.on_endpoint_slice_add(es)
+        proxier.sync()
+        exp = Expectation("10.96.0.10", 80, 8080, {p.name: p.pod_ip for p in pods}, {})
+        t0 = time.perf_counter()
+        verdict = check_cluster_ip_distribution(c.pod("d").ns, c.pod("d").ip, c.node(1).ns, exp)
+        return time.perf_counter() - t0, verdict.render().splitlines()[0]
+
+
 def main(sizes: tuple[int, ...]) -> int:
     print(f"kube-proxy iptables mode: {ENDPOINTS} endpoints per Service, "
           f"median of {GEN_ROUNDS} generations, {APPLY_ROUNDS} applies (1 above 1,000)")  # fmt: skip
@@ -119,6 +150,11 @@ def main(sizes: tuple[int, ...]) -> int:
         print(f"{n:>9} {rules:>8} {gen * 1000:>8.0f}ms {apply * 1000:>8.0f}ms {ratio:>9.1%}"
               f"  < {TARGET:.0%} {verdict}")  # fmt: skip
     print("generation stays under 25% of apply" if ok else "target missed")
+    elapsed, verdict = time_distribution_check()
+    check_ok = elapsed < 3.0 and verdict.startswith("[PASS]")
+    ok &= check_ok
+    print(f"distribution check, 3000 connections: {elapsed:.2f} s (target < 3 s) "
+          f"{'ok' if check_ok else 'MISSED'}: {verdict}")  # fmt: skip
     return 0 if ok else 1
 
 

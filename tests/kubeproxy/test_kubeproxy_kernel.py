@@ -7,7 +7,11 @@ import socket
 import textwrap
 
 import pytest
-from test_kubeproxy_upstream import (
+
+from course.kernel import Netns
+from course.kubeproxy import Proxier, ProxierOptions, parse_manifests
+from course.kubeproxy.proxier import get_chains_from_table
+from tests.kubeproxy.test_kubeproxy_upstream import (
     OVERALL_MANIFESTS,
     THREE_ENDPOINTS,
     TWO_SERVICES,
@@ -16,10 +20,6 @@ from test_kubeproxy_upstream import (
     slice_yaml,
     svc_yaml,
 )
-
-from course.kernel import Netns
-from course.kubeproxy import Proxier, ProxierOptions, parse_manifests
-from course.kubeproxy.proxier import get_chains_from_table
 
 # nfacct objects do not exist in a fresh namespace (kube-proxy creates them over
 # nfnetlink_acct and falls back to no nfacct matches when it cannot), so apply without.

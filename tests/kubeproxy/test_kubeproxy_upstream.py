@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import textwrap
 
-from kubeproxy_text import check_rule_jumps, sort_iptables_rules
-
 from course.kubeproxy import Proxier, ProxierOptions, parse_manifests
+from tests.kubeproxy.kubeproxy_text import check_rule_jumps, sort_iptables_rules
 
 UPSTREAM_TEST_OPTIONS = ProxierOptions(
     node_name="test-node",

@@ -1,0 +1,437 @@
+"""Does a ClusterIP spread new connections evenly over its ready endpoints? Real packets decide.
+
+The check opens many new TCP connections (each from its own source port, so each one is
+a new conntrack entry that walks the nat table once) from a client pod to ClusterIP:port,
+while listening to the node's conntrack events: the reply side of every new entry names
+the endpoint the DNAT chose, `src=<pod ip> sport=<target port>`. From those counts it decides, in
+this order, each with its own message:
+
+1. no connection was translated          -> no KUBE-SERVICES rule for this ClusterIP:port
+2. some connections were not translated  -> the cascade lost its final unconditional rule
+3. a not-ready pod received connections  -> rules were not resynced after the slice changed
+4. DNAT to a port the pods do not serve  -> targetPort was not resolved to the pod port
+5. counts not uniform over ready pods    -> probabilities wrong (every rule 1/n, say)
+
+Step 5 is a chi-square goodness-of-fit test against equal shares. It fails a correct
+rule set with probability at most ALPHA = 1e-6 (the test's size; with ~1000 expected
+connections per endpoint the chi-square approximation is excellent, and the u32 rounding
+of kube-proxy's probabilities moves each share by under 1e-9). Steps 1-4 are exact: a
+correct rule set never trips them. The survival function is computed here in closed form
+(no SciPy): for k degrees of freedom it is a finite sum of Poisson terms (k even) or
+erfc plus a finite sum (k odd).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import selectors
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from course.kernel import Netns
+from grader.probes import ProbeError, run_in_netns
+from grader.verdict import Verdict
+
+ALPHA = 1e-6
+DEFAULT_CONNECTIONS = 3000
+BATCH = 500  # connections in flight at once from the client
+# Netlink receive buffer for conntrack events. Each event sits in its own skb (several KB of
+# truesize), and on a busy machine the listener may fall behind a 500-connection burst.
+EVENT_BUFFER = 128 << 20
+
+
+# --- statistics ------------------------------------------------------------------------------
+def chi2_sf(x: float, df: int) -> float:
+    """P(X >= x) for X ~ chi-square with integer df (regularized upper gamma Q(df/2, x/2))."""
+    if df < 1:
+        raise ValueError("df must be >= 1")
+    if x <= 0:
+        return 1.0
+    h = x / 2.0
+    if df % 2 == 0:
+        term = math.exp(-h)
+        total = term
+        for k in range(1, df // 2):
+            term *= h / k
+            total += term
+        return min(1.0, total)
+    total = math.erfc(math.sqrt(h))
+    term = math.exp(-h) * math.sqrt(h) / math.gamma(1.5)
+    for j in range(1, (df - 1) // 2 + 1):
+        total += term
+        term *= h / (j + 0.5)
+    return min(1.0, total)
+
+
+def chi2_critical(df: int, alpha: float = ALPHA) -> float:
+    """The x with chi2_sf(x, df) = alpha (bisection; sf is decreasing in x)."""
+    lo, hi = 0.0, 1.0
+    while chi2_sf(hi, df) > alpha:
+        hi *= 2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if chi2_sf(mid, df) > alpha else (lo, mid)
+    return hi
+
+
+def chi_square(counts: list[int], shares: list[float]) -> float:
+    total = sum(counts)
+    return sum((c - total * p) ** 2 / (total * p) for c, p in zip(counts, shares, strict=True))
+
+
+def every_rule_one_over_n_shares(n: int) -> list[float]:
+    """Shares if every cascade rule used 1/n: 1/n, (1-1/n)/n, ..., and the rest to the last."""
+    shares = [(1 / n) * (1 - 1 / n) ** i for i in range(n - 1)]
+    return [*shares, 1 - sum(shares)]
+
+
+# --- what runs inside the client pod ------------------------------------------------------------
+def open_connections(dst: str, port: int, count: int, wait: float, seed: int = 0) -> list[int]:
+    """Start `count` TCP connections from distinct source ports, `BATCH` at a time, and
+    return the ports whose SYN left. Source ports are a seeded sample, bound explicitly,
+    so no port repeats within a run. Batches keep each burst under the kernel's per-CPU
+    backlog (netdev_max_backlog, 1000) so no SYN is dropped on the veth; one connection
+    goes first so the gateway's MAC is resolved before the burst. Closing with SO_LINGER 0
+    sends RST: no TIME_WAIT is left behind."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < BATCH + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, BATCH + 64), hard))
+    candidates = random.Random(seed).sample(range(32768, 61000), min(count + 500, 28000))
+    used = _one_batch(dst, port, candidates[:1], wait)
+    i = 1
+    while len(used) < count and i < len(candidates):
+        take = candidates[i : i + min(BATCH, count - len(used))]
+        i += len(take)
+        used += _one_batch(dst, port, take, wait)
+    return used
+
+
+def _one_batch(dst: str, port: int, sports: list[int], wait: float) -> list[int]:
+    sel = selectors.DefaultSelector()
+    socks, used = [], []
+    for sport in sports:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        try:
+            s.bind(("0.0.0.0", sport))
+        except OSError:
+            s.close()
+            continue
+        if s.connect_ex((dst, port)) not in (0, 115):  # 115: EINPROGRESS
+            s.close()
+            continue
+        used.append(sport)
+        socks.append(s)
+        sel.register(s, selectors.EVENT_WRITE)
+    deadline = time.monotonic() + wait
+    pending = len(socks)
+    while pending and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            sel.unregister(key.fileobj)
+            pending -= 1
+    for s in socks:
+        s.close()
+    sel.close()
+    return used
+
+
+# --- what the node's conntrack saw --------------------------------------------------------------
+@dataclass(frozen=True)
+class Flow:
+    """One conntrack entry: the client's source port and where the reply comes from."""
+
+    sport: int
+    reply_src: str
+    reply_sport: int
+
+
+def parse_conntrack(text: str, client_ip: str, dst: str = "", dport: int = 0) -> dict[int, Flow]:
+    """conntrack lines -> {client source port: Flow} (first src/sport = original side).
+
+    Works for `conntrack -L` and `conntrack -E` output alike; only TCP entries from
+    `client_ip` (and to dst:dport, when given) are kept.
+    """
+    flows: dict[int, Flow] = {}
+    for line in text.splitlines():
+        fields: dict[str, list[str]] = {}
+        for word in line.split():
+            key, sep, value = word.partition("=")
+            if sep:
+                fields.setdefault(key, []).append(value)
+        if " tcp " not in f" {line} " or len(fields.get("src", [])) < 2:
+            continue
+        if fields["src"][0] != client_ip or (dst and fields["dst"][0] != dst):
+            continue
+        if dport and int(fields["dport"][0]) != dport:
+            continue
+        sport = int(fields["sport"][0])
+        flows[sport] = Flow(sport, fields["src"][1], int(fields["sport"][1]))
+    return flows
+
+
+class ConntrackEvents:
+    """`conntrack -E -e NEW` in the node namespace, for the duration of a `with` block.
+
+    Events, not `conntrack -L`: a SYN answered by RST has its entry destroyed at once, so
+    a table dump taken afterwards misses it, while its NEW event (sent when the entry is
+    confirmed, after the nat table chose the endpoint) is always there. Marker packets on
+    the node's loopback prove the listener is subscribed before the probe starts, and that
+    every earlier event has been read before the block ends. The conntrack table itself is
+    left untouched.
+    """
+
+    def __init__(self, node: Netns, timeout: float = 5.0) -> None:
+        self.node = node
+        self.timeout = timeout
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> ConntrackEvents:
+        argv = ["conntrack", "-E", "-e", "NEW", "-b", str(EVENT_BUFFER)]
+        self._proc = self.node.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)  # fmt: skip
+        threading.Thread(target=self._read, daemon=True).start()
+        self._marker()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self._marker()
+        finally:
+            assert self._proc is not None
+            self._proc.terminate()
+            self._proc.wait(timeout=5)
+
+    def text(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def lost_events(self) -> bool:
+        """conntrack says so when the kernel had to drop events (ENOBUFS)."""
+        return "ENOBUFS" in self.text()
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def _marker(self) -> None:
+        """Send UDP to 127.0.0.1:<random port> from the node until its NEW event shows up."""
+        port = random.randint(20000, 60000)
+        needle = f"dport={port} "
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            with self.node.entered():  # a new socket each time: a new flow, a new event
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with sock:
+                sock.sendto(b"marker", ("127.0.0.1", port))
+            with self._cond:
+                if self._cond.wait_for(lambda: any(needle in ln for ln in self.lines), 0.05):
+                    return
+        raise ProbeError(f"conntrack -E in {self.node.name} reported nothing in {self.timeout} s")
+
+
+# --- judging ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Expectation:
+    """What a correct rule set does for this Service port."""
+
+    cluster_ip: str
+    port: int
+    target_port: int
+    ready: Mapping[str, str]  # pod name -> pod IP: the endpoints that should share traffic
+    not_ready: Mapping[str, str]  # pod name -> pod IP: endpoints that must get nothing
+    alpha: float = ALPHA
+
+    @property
+    def vip(self) -> str:
+        return f"{self.cluster_ip}:{self.port}"
+
+    def kube_proxy_order(self) -> list[tuple[str, str]]:
+        """(name, ip) in kube-proxy's endpoint order: a string sort of "ip:port"."""
+        return sorted(self.ready.items(), key=lambda kv: f"{kv[1]}:{self.target_port}")
+
+
+def judge(sent: list[int], flows: Mapping[int, Flow], exp: Expectation) -> Verdict:
+    """Turn source ports sent and conntrack flows into a verdict (steps 1-5 above)."""
+    sent_text = (
+        f"{len(sent)} new TCP connections (distinct source ports) from the client pod to "
+        f"{exp.vip}; counted per endpoint from the node's conntrack events"
+    )
+    if not sent:
+        return Verdict.fail(
+            "the client could not open any connection",
+            sent=sent_text, observed="connect() failed at once for every socket",
+            expected=f"SYNs leaving the client towards {exp.vip}",
+            hint="does the client pod have a default route towards its node?",
+        )  # fmt: skip
+    mine = {p: flows[p] for p in sent if p in flows}
+    for step in (_untranslated, _not_ready, _wrong_port, _strangers, _distribution):
+        verdict = step(sent, mine, exp, sent_text)
+        if verdict is not None:
+            return verdict
+    return _passed(mine, exp, sent_text)
+
+
+def _untranslated(
+    sent: list[int], mine: dict[int, Flow], exp: Expectation, sent_text: str
+) -> Verdict | None:
+    lost = [p for p in sent if p not in mine or mine[p].reply_src == exp.cluster_ip]
+    if not lost:
+        return None
+    if len(lost) == len(sent):
+        return Verdict.fail(
+            f"no connection to {exp.vip} was translated",
+            sent=sent_text,
+            observed=f"none of the {len(sent)} connections was DNATed to a pod",
+            expected=f"every connection DNATed to one of {_names(exp.ready)}",
+            hint=f"packets to {exp.vip} never reach a KUBE-SVC chain: is there a "
+            f"`-A KUBE-SERVICES ... -d {exp.cluster_ip} --dport {exp.port} -j KUBE-SVC-...` "
+            "rule, and does PREROUTING jump to KUBE-SERVICES?",
+        )
+    share = len(lost) / len(sent)
+    return Verdict.fail(
+        f"{len(lost)} of {len(sent)} connections ({share:.0%}) were not translated",
+        sent=sent_text,
+        observed=f"{len(lost)} connections left the KUBE-SVC chain without a DNAT",
+        expected="every connection DNATed: the cascade must always pick an endpoint",
+        hint="the last rule of a KUBE-SVC chain must have no --probability: it catches "
+        "whatever the probabilistic rules before it did not take",
+    )
+
+
+def _not_ready(
+    sent: list[int], mine: dict[int, Flow], exp: Expectation, sent_text: str
+) -> Verdict | None:
+    hits = Counter(f.reply_src for f in mine.values() if f.reply_src in exp.not_ready.values())
+    if not hits:
+        return None
+    names = {ip: name for name, ip in exp.not_ready.items()}
+    got = ", ".join(f"pod {names[ip]} ({ip}) got {n}" for ip, n in sorted(hits.items()))
+    return Verdict.fail(
+        "a pod that is not ready still receives new connections",
+        sent=sent_text, observed=got,
+        expected=f"new connections only to ready pods {_names(exp.ready)}",
+        hint="the EndpointSlice marks the pod ready: false; kube-proxy must resync so the "
+        "pod's KUBE-SEP chain and its jump leave the KUBE-SVC chain",
+    )  # fmt: skip
+
+
+def _wrong_port(
+    sent: list[int], mine: dict[int, Flow], exp: Expectation, sent_text: str
+) -> Verdict | None:
+    ports = Counter(f.reply_sport for f in mine.values() if f.reply_sport != exp.target_port)
+    if not ports:
+        return None
+    seen = ", ".join(f"port {p} ({n} connections)" for p, n in sorted(ports.items()))
+    return Verdict.fail(
+        f"connections were DNATed to the wrong port, not the pods' {exp.target_port}",
+        sent=sent_text, observed=f"DNAT targets used {seen}",
+        expected=f"--to-destination <pod ip>:{exp.target_port} (the Service's targetPort)",
+        hint="the Service port is what clients dial; the DNAT must use the endpoint port from "
+        "the EndpointSlice (targetPort resolved on the pod), not the Service port",
+    )  # fmt: skip
+
+
+def _strangers(
+    sent: list[int], mine: dict[int, Flow], exp: Expectation, sent_text: str
+) -> Verdict | None:
+    others = Counter(f.reply_src for f in mine.values() if f.reply_src not in exp.ready.values())
+    if not others:
+        return None
+    seen = ", ".join(f"{ip} ({n})" for ip, n in sorted(others.items()))
+    return Verdict.fail(
+        "connections were sent to addresses that are not endpoints of this Service",
+        sent=sent_text, observed=f"DNAT targets {seen}",
+        expected=f"only the endpoints {_names(exp.ready)}",
+        hint="each KUBE-SEP chain must DNAT to its own endpoint's IP",
+    )  # fmt: skip
+
+
+def _distribution(
+    sent: list[int], mine: dict[int, Flow], exp: Expectation, sent_text: str
+) -> Verdict | None:
+    order = exp.kube_proxy_order()
+    if len(order) < 2:
+        return None
+    counts = [sum(f.reply_src == ip for f in mine.values()) for _, ip in order]
+    n = len(order)
+    stat = chi_square(counts, [1 / n] * n)
+    p = chi2_sf(stat, n - 1)
+    if p >= exp.alpha:
+        return None
+    observed = _counts_text(order, counts) + f"; chi-square {stat:.1f} (df {n - 1}), p = {p:.2g}"
+    if chi2_sf(chi_square(counts, every_rule_one_over_n_shares(n)), n - 1) >= exp.alpha:
+        hint = (
+            f"the counts fit every rule using --probability 1/{n}: the last endpoint gets what "
+            f"the others leave. Rule i must take 1/(n-i) of what is left: "
+            f"{', '.join(f'1/{n - i}' for i in range(n - 1))}, then no --probability"
+        )
+        summary = f"traffic is skewed towards the last endpoint ({order[-1][0]})"
+    else:
+        hint = "rule i of the cascade must use --probability 1/(n-i), in kube-proxy's order"
+        summary = "connections are not spread evenly over the endpoints"
+    return Verdict.fail(
+        summary, sent=sent_text, observed=observed,
+        expected=f"about {len(mine) / n:.0f} each (uniform; rejected only if p < {exp.alpha:g})",
+        hint=hint,
+    )  # fmt: skip
+
+
+def _passed(mine: dict[int, Flow], exp: Expectation, sent_text: str) -> Verdict:
+    order = exp.kube_proxy_order()
+    counts = [sum(f.reply_src == ip for f in mine.values()) for _, ip in order]
+    text = _counts_text(order, counts)
+    if len(order) > 1:
+        stat = chi_square(counts, [1 / len(order)] * len(order))
+        text += f"; chi-square {stat:.1f}, p = {chi2_sf(stat, len(order) - 1):.2g}"
+    return Verdict.ok(f"{exp.vip} spreads new connections evenly", sent=sent_text, observed=text)
+
+
+def _counts_text(order: list[tuple[str, str]], counts: list[int]) -> str:
+    return ", ".join(f"{name} ({ip}) {c}" for (name, ip), c in zip(order, counts, strict=True))
+
+
+def _names(pods: Mapping[str, str]) -> str:
+    return ", ".join(f"{name} ({ip})" for name, ip in sorted(pods.items()))
+
+
+# --- the check ---------------------------------------------------------------------------------
+def check_cluster_ip_distribution(
+    client: Netns,
+    client_ip: str,
+    node: Netns,
+    exp: Expectation,
+    connections: int = DEFAULT_CONNECTIONS,
+    wait: float = 0.5,
+) -> Verdict:
+    """Send `connections` new connections from `client` and judge the node's DNAT choices.
+
+    If the kernel dropped conntrack events (a very busy machine), the measurement says
+    nothing about the rules: it is repeated with other source ports, and after three such
+    runs the check raises ProbeError instead of blaming the learner.
+    """
+    for attempt in range(3):
+        with ConntrackEvents(node) as events:
+            sent = run_in_netns(
+                client, open_connections, exp.cluster_ip, exp.port, connections, wait,
+                attempt, timeout=10.0 + wait * (connections / BATCH + 1),
+            )  # fmt: skip
+        if not events.lost_events():
+            flows = parse_conntrack(events.text(), client_ip, exp.cluster_ip, exp.port)
+            return judge(sent, flows, exp)
+    raise ProbeError(f"conntrack events were lost in {node.name} three times: machine too busy")
