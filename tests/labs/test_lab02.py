@@ -1,0 +1,127 @@
+"""Lab 02 end to end through the real `nbgrader autograde`: the solution gets full marks, the
+release gets nothing, and each known wrong answer loses exactly the points of the check meant to
+catch it, with the message meant for it.
+
+Bridge and routed mode live on different nodes, so one mutant notebook can carry one bridge
+mistake and one routed mistake at once; each is caught independently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from tests.nbharness import (
+    GradingCourse,
+    assert_caught,
+    assert_full_marks,
+    assert_scores,
+    assert_zero,
+    find_cell,
+)
+
+pytestmark = pytest.mark.slow
+LAB = "02-bridge-vs-routed"
+
+
+@pytest.fixture(scope="module")
+def course() -> Iterator[GradingCourse]:
+    c = GradingCourse.open(LAB)
+    yield c
+    c.close()
+
+
+def edit(course: GradingCourse, grade_id: str, old: str, new: str) -> str:
+    """The solution source of `grade_id` with one line replaced (the line must exist)."""
+    source = "".join(find_cell(course.solution(), grade_id)["source"])
+    assert old in source, f"{old!r} not in {grade_id}"
+    return source.replace(old, new)
+
+
+def drop(course: GradingCourse, grade_id: str, pattern: str) -> str:
+    """The solution source of `grade_id` without the lines matching `pattern`."""
+    source = "".join(find_cell(course.solution(), grade_id)["source"])
+    kept = [ln for ln in source.splitlines() if not re.search(pattern, ln)]
+    assert len(kept) < len(source.splitlines()), f"{pattern!r} matched nothing"
+    return "\n".join(kept)
+
+
+EXERCISES = {"check-ex1-switched": 3, "check-ex1-gateway": 2, "check-ex2-routed": 3}
+
+
+def test_solution_gets_full_marks(course: GradingCourse) -> None:
+    result = course.grade("solution", course.solution(), feedback=True)
+    assert_full_marks(result)
+    assert result.max_score == 14
+    assert "TTL 63" in result.cell_text("check-ex2-routed")
+    assert "TTL 64" in result.cell_text("check-ex1-switched")
+    assert "is routed: d saw source MAC ee:ee:ee:ee:ee:ee" in result.feedback_html
+
+
+def test_release_gets_zero(course: GradingCourse) -> None:
+    result = course.grade("release", course.release())
+    assert_zero(result)
+    assert_caught(result, "check-ex1-switched", "has no cable to node1")
+    assert_caught(result, "check-ex2-routed", "has no cable to node2")
+    assert_caught(result, "check-q1", "no answer given")
+
+
+def test_unplugged_port_and_proxy_arp_off(course: GradingCourse) -> None:
+    nb = course.mutant(
+        {
+            "ex1-solution": drop(course, "ex1-solution", r"set_master"),
+            "ex2-solution": drop(course, "ex2-solution", r"proxy_arp"),
+        }
+    )
+    result = course.grade("mutant-port-proxyarp", nb)
+    assert_caught(result, "check-ex1-switched", "is not a port of cni0")
+    assert_caught(result, "check-ex1-gateway", "is not a port of cni0")
+    assert_caught(result, "check-ex2-routed", "went unanswered: proxy ARP is off on cali")
+    assert_caught(result, "check-ex2-node", "proxy ARP is off")
+    assert result.cells["check-q1"].score == 1
+
+
+def test_no_default_route_and_forwarding_off(course: GradingCourse) -> None:
+    nb = course.mutant(
+        {
+            "ex1-solution": drop(course, "ex1-solution", r"add_route\(\"0\.0\.0\.0/0\""),
+            "ex2-solution": drop(course, "ex2-solution", r"ip_forward"),
+        }
+    )
+    result = course.grade("mutant-default-forward", nb)
+    assert_scores(result, {"check-ex1-switched": 3, "check-ex1-gateway": 0})
+    assert_caught(result, "check-ex1-gateway", "pod a (10.244.1.2) has no default route")
+    assert_caught(result, "check-ex2-routed", "the node does not forward")
+
+
+def test_gateway_missing_and_route_missing(course: GradingCourse) -> None:
+    nb = course.mutant(
+        {
+            "ex1-solution": drop(course, "ex1-solution", r"add_address\(\"cni0\""),
+            "ex2-solution": drop(course, "ex2-solution", r"node\.ns\.add_route"),
+        }
+    )
+    result = course.grade("mutant-gateway-route", nb)
+    assert_scores(result, {"check-ex1-switched": 3, "check-ex1-gateway": 0})
+    assert_caught(result, "check-ex1-gateway", "cni0 has no gateway address 10.244.1.1")
+    assert_caught(result, "check-ex2-routed", "node2 has no route to 10.244.2.3")
+    assert_caught(result, "check-ex2-node", "node2 has no route to 10.244.2.2")
+
+
+def test_pod_address_24_and_wrong_answers(course: GradingCourse) -> None:
+    nb = course.mutant(
+        {
+            "ex2-solution": edit(
+                course, "ex2-solution", '/32")\n    pod.ns.up', '/24")\n    pod.ns.up'
+            ),
+            "answer-q1": 'q1 = "bridge"',
+            "answer-q3": 'q3 = {"bridge": "b", "routed": "a"}',
+        }
+    )
+    result = course.grade("mutant-slash24", nb)
+    assert_scores(result, {**EXERCISES, "check-ex2-routed": 0, "check-q1": 0, "check-q3": 0})
+    assert_caught(result, "check-ex2-routed", "ARPs for its peer 10.244.2.3 directly")
+    assert_caught(result, "check-q1", "q1 = 'bridge'")
+    assert result.cells["check-ex2-node"].score == 2
