@@ -34,6 +34,7 @@ from course.kubeproxy.objects import EndpointSlice, Service
 from course.kubeproxy.serviceport import (
     EndpointInfo,
     ServicePortInfo,
+    ServicePortName,
     build_endpoints_map,
     build_service_port_map,
     categorize_endpoints,
@@ -375,8 +376,8 @@ class _SyncWriter:
     def __init__(
         self,
         options: ProxierOptions,
-        svc_port_map: dict,  # ServicePortName -> ServicePortInfo
-        endpoints_map: dict,  # ServicePortName -> list[EndpointInfo]
+        svc_port_map: dict[ServicePortName, ServicePortInfo],
+        endpoints_map: dict[ServicePortName, list[EndpointInfo]],
     ) -> None:
         self.o = options
         self.svc_port_map = svc_port_map

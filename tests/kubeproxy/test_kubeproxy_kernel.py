@@ -177,3 +177,18 @@ def test_connections_to_the_cluster_ip_spread_over_endpoints(node_ns: Netns) -> 
     # each backend expects 100; P(any < 50) is below 1e-8 for a fair 1/3 split
     assert set(counts) == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
     assert min(counts.values()) >= 50, counts
+
+
+def test_session_affinity_keeps_one_client_on_one_endpoint(node_ns: Netns) -> None:
+    """sessionAffinity ClientIP: `recent --set` in the KUBE-SEP chain remembers the client,
+    `recent --rcheck` at the top of KUBE-SVC sends it back to the same endpoint."""
+    node_ns.add_route("10.96.0.0/12", dev="lo")
+    sticky = LOOPBACK_SERVICE.replace(
+        "  clusterIP: 10.96.0.10\n",
+        "  clusterIP: 10.96.0.10\n  sessionAffinity: ClientIP\n"
+        "  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n",
+    )
+    payload = load(Proxier(node_ns, KERNEL_OPTIONS), sticky).sync()
+    assert "--rcheck --seconds 60 --reap" in payload
+    counts = _connect_many(node_ns, 60)
+    assert len(counts) == 1 and sum(counts.values()) == 60, counts
