@@ -86,7 +86,7 @@ def _with_node(ctx: CheckContext, index: int, body: Callable[[NodeView], Verdict
         unplugged = next((p for p in node.pods if p.eth0 is None or p.host_if is None), None)
         if unplugged is not None:
             return _unplugged(node, unplugged)
-        return body(node)
+        return next(filter(None, (_half_done(node, p) for p in node.pods)), None) or body(node)
     finally:
         close(node)
 
@@ -109,6 +109,29 @@ def _unplugged(node: NodeView, pod: PodView) -> Verdict:
         expected=f"a veth pair: eth0 in the pod, its other end in {node.name}",
         hint="your function must create the veth with one end named eth0 inside the pod",
     )
+
+
+def _half_done(node: NodeView, pod: PodView) -> Verdict | None:
+    """A cable that exists but cannot carry anything yet: a down end, or no pod address."""
+    sent = f"netlink RTM_GETLINK/RTM_GETADDR for {pod.name}'s eth0 and {node.name}'s {pod.host_if}"
+    for where, link in ((pod.name, pod.eth0), (node.name, pod.host)):
+        if link is not None and not link["up"]:
+            return Verdict.fail(
+                f"{link['name']} in {where} is DOWN",
+                sent=sent,
+                observed=f"{link['name']} in {where}: state DOWN",
+                expected="both ends of every pod's veth up",
+                hint=f"ns.up('{link['name']}') in {where}",
+            )
+    if not any(a.startswith(f"{pod.ip}/") for a in pod.ns.addresses("eth0")):
+        return Verdict.fail(
+            f"{pod.label} has no address {pod.ip} on eth0",
+            sent=sent,
+            observed=f"eth0 in {pod.name} holds {pod.ns.addresses('eth0') or 'no IPv4 address'}",
+            expected=f"{pod.ip} on the pod's eth0",
+            hint=f"pod.ns.add_address('eth0', '{pod.ip}/{24 if node.index == BRIDGE_NODE else 32}')",
+        )
+    return None
 
 
 # --- wire helpers ----------------------------------------------------------------------------------

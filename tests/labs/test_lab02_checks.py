@@ -221,3 +221,14 @@ def test_questions(check_id, name, right, wrong):
     assert ok.passed, ok.render()
     bad = chk.run(CheckContext(LAB_ID, "", (), {name: wrong}))
     assert not bad.passed and repr(wrong) in bad.observed and bad.hint
+
+
+def test_half_built_cable_is_named(lab):
+    plug_bridge(lab)
+    plug_routed(lab)
+    d = lab.pod("d")
+    lab.node(2).ns.down(d.host_ifname)
+    assert_caught(run(lab, "ex2-routed"), f"{d.host_ifname} in node2 is DOWN")
+    lab.node(2).ns.up(d.host_ifname)
+    lab.pod("b").ns.run(["ip", "addr", "flush", "dev", "eth0"])
+    assert_caught(run(lab, "ex1-switched"), "pod b (10.244.1.3) has no address 10.244.1.3 on eth0")
