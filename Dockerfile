@@ -54,12 +54,14 @@ RUN set -eux; \
     python3 /opt/k8snet/list-deps.py /opt/k8s-netlabs/pyproject.toml > /opt/k8snet/deps.txt; \
     pip install -r /opt/k8snet/deps.txt
 
-# The whole project (course, grader, labs, solutions, tests), installed with `pip install .`.
+# The whole project (course, grader, labs, solutions, tests), installed in place (`pip install
+# -e .`, as `make install` does): the code a learner reads in /opt/k8s-netlabs/course is the
+# code that runs, and the grader finds labs/ and solutions/ next to itself.
 # /opt/k8s-netlabs is the pristine release; the learner works on copies in /workspace.
 COPY . /opt/k8s-netlabs
 WORKDIR /opt/k8s-netlabs
 RUN set -eux; \
-    pip install --no-deps --no-build-isolation .; \
+    pip install --no-deps --no-build-isolation -e .; \
     rm -rf build *.egg-info; \
     python -c 'import course, grader'; \
     command -v k8snet; \
