@@ -5,7 +5,8 @@ Student code shares the Jupyter kernel with the check cells, so a submission can
 silence tracebacks (`set_custom_exc`, `sys.excepthook`). None of that may earn points. So,
 right after each autograded cell runs, and while the kernel (and with it the learner's
 namespaces) is still alive, this executor runs the cell's check again from the grading
-process, in a fresh isolated interpreter (`grader.verify`), and replaces the cell's outputs
+process, in an isolated verifier process started before the kernel (`grader.verify`),
+and replaces the cell's outputs
 with that verdict: the verdict text, plus an error output when it failed, which nbgrader
 scores as 0. Whatever the kernel printed for that cell is discarded.
 
@@ -34,7 +35,7 @@ from traitlets import Float, Unicode
 
 from grader.labs import Check, Lab, load_lab
 from grader.verdict import Verdict
-from grader.verify import verify_in_subprocess
+from grader.verify import VerifierServer
 
 GUARDED_PACKAGES = ("grader", "course", "scapy", "pyroute2", "nbgrader")
 
@@ -114,7 +115,12 @@ class VerifyingExecute(Execute):
         self._lab: Lab = load_lab(lab_id)
         self._snapshot = snapshot_files()
         self.verdicts: dict[str, Verdict] = {}
-        return super().preprocess(nb, resources, km)
+        self._server = VerifierServer()
+        self._server.start()  # before the kernel exists: nothing in it can touch the server
+        try:
+            return super().preprocess(nb, resources, km)
+        finally:
+            self._server.close()
 
     def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> Any:
         cell, resources = super().preprocess_cell(cell, resources, index)
@@ -132,13 +138,8 @@ class VerifyingExecute(Execute):
             verdict = _tampered(chk)
         else:
             answers = literal_answers(self.nb.cells[: index + 1], chk.answers)
-            verdict = verify_in_subprocess(
-                self._lab.id,
-                chk.id,
-                pid=self._kernel_pid(),
-                answers=answers,
-                timeout=self.verify_timeout,
-            )
+            pid = self._kernel_pid()
+            verdict = self._server.ask(self._lab.id, chk.id, pid, answers, self.verify_timeout)
         self.verdicts[grade_id] = verdict
         return verdict
 

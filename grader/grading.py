@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+from nbgrader.utils import setenv
 
 from grader import nbtools
 from grader.executor import VerifyingExecute
@@ -46,7 +47,8 @@ def self_check(lab_id: str, notebook: Path, timeout: int = CELL_TIMEOUT) -> list
         lab_id=lab_id, timeout=timeout, kernel_name="python3", interrupt_on_timeout=True
     )
     try:
-        executor.preprocess(nb, {"metadata": {"path": str(notebook.parent.resolve())}})
+        with setenv(NBGRADER_EXECUTION="autograde"):  # as nbgrader does: the kernel inherits it
+            executor.preprocess(nb, {"metadata": {"path": str(notebook.parent.resolve())}})
     finally:
         reap_orphans(lab_id)
     return [

@@ -19,9 +19,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from grader.labs import Check, CheckContext, load_lab
 
@@ -145,14 +146,109 @@ def verify_in_subprocess(
     return Verdict.from_json(lines[-1][len(MARKER) :])
 
 
+class VerifierServer:
+    """One long-lived verifier process answering check requests, for the grading executor.
+
+    It is started before the student's kernel runs any code and preloads the grader, the
+    labs' checks and the probes' forkserver (Scapy imported once), so each verdict costs
+    only the check's own probes instead of a fresh interpreter (about 1.5 s) per check.
+    It runs isolated (`-I`) and shares nothing with the kernel. A request that runs over its
+    time budget kills the server; the next request starts a fresh one.
+    """
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        argv = [sys.executable, "-I", "-m", "grader.verify", "--serve"]
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+
+    def ask(
+        self, lab: str, check: str, pid: int, answers: dict[str, object], timeout: float
+    ) -> Verdict:
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        assert self.proc is not None and self.proc.stdin and self.proc.stdout
+        request = {"lab": lab, "check": check, "pid": pid, "answers": answers}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while (line := _read_line(self.proc.stdout, deadline - time.monotonic())) is not None:
+            if line.startswith(MARKER):
+                return Verdict.from_json(line[len(MARKER) :].rstrip("\n"))
+            if not line:
+                break  # EOF: the server died
+        self.close()
+        return _no_verdict(lab, check, timeout if line is None else None)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+def _read_line(stream: Any, timeout: float) -> str | None:
+    """One line from `stream`, or None if none arrives within `timeout` seconds."""
+    import selectors
+
+    if timeout <= 0:
+        return None
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            return None
+    return str(stream.readline())  # "" means end of file
+
+
+def _no_verdict(lab: str, check: str, timeout: float | None) -> Verdict:
+    return Verdict.fail(
+        f"check {check} did not finish" if timeout else f"check {check} crashed",
+        sent=f"ran the check {check} of lab {lab}",
+        observed=f"no verdict after {timeout:.0f} s" if timeout else "the verifier exited",
+        expected="a verdict within the check's time budget",
+        hint="something in the lab blocks the probes; rebuild the lab from the top",
+    )
+
+
+def _warm_probes() -> None:
+    """Start the probes' forkserver now (it imports Scapy once), before any request."""
+    from multiprocessing import forkserver
+
+    from grader import probes
+
+    probes._context()  # sets the forkserver's preload list (grader._probe_child, probes)
+    forkserver.ensure_running()
+
+
+def serve() -> int:
+    """Answer JSON requests from stdin, one verdict line each, until stdin closes."""
+    _warm_probes()
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+            verdict = verify(
+                req["lab"], req["check"], pid=req["pid"], prefix=None, answers=req["answers"]
+            )
+        except Exception as exc:
+            verdict = Verdict(False, f"the verifier failed: {type(exc).__name__}: {exc}")
+        print(MARKER + verdict.to_json(), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in == ["--serve"]:
+        return serve()
     parser = argparse.ArgumentParser(prog="python -m grader.verify")
     parser.add_argument("lab")
     parser.add_argument("check")
     parser.add_argument("--pid", type=int, default=None, help="process that owns the lab run")
     parser.add_argument("--run", default=None, help="run prefix, instead of --pid")
     parser.add_argument("--answers", default="{}", help="JSON object of literal answers")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     try:
         answers = json.loads(args.answers)
         verdict = verify(args.lab, args.check, pid=args.pid, prefix=args.run, answers=answers)

@@ -103,7 +103,7 @@ def test_solution_gets_full_marks_and_feedback_explains(course: GradingCourse) -
 def test_release_gets_zero(course: GradingCourse) -> None:
     result = course.grade("release", course.release())
     assert_zero(result)
-    assert_caught(result, "check-ex1", "no running lab found")
+    assert_caught(result, "check-ex1", "the pod namespace does not exist")
     assert_caught(result, "check-q1", "no answer given")
 
 
