@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -235,7 +236,7 @@ class NodeNetns(Protocol):
     def iptables_save(self, table: str | None = None) -> str: ...
     def sysctl(self, key: str, value: int | str | None = None) -> str: ...
     def run(self, argv: Sequence[str], input: str | None = None, check: bool = True,
-            timeout: float = 30.0) -> object: ...  # fmt: skip
+            timeout: float = 30.0) -> subprocess.CompletedProcess[str]: ...  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -274,7 +275,9 @@ class Proxier:
         self.services: dict[str, Service] = {}
         self.endpoint_slices: dict[str, EndpointSlice] = {}
         self.iptables_data = ""  # the last payload written
-        self._initialized_netns = False
+        # needFullSync: (re)install the jump rules from the built-in chains on the next
+        # sync. Upstream sets it at start and when its canary chain shows a flush.
+        self.need_full_sync = True
 
     # informer-style event handlers (OnServiceAdd, ...)
     def on_service_add(self, svc: Service) -> None:
@@ -306,19 +309,24 @@ class Proxier:
         """Write the payload and apply it in the node namespace; returns the payload."""
         if self.netns is None:
             return self.sync_proxy_rules()
-        if not self._initialized_netns:
-            self._init_netns(self.netns)
+        if self.need_full_sync:
+            self._full_sync_setup(self.netns)
         existing = get_chains_from_table(self.netns.iptables_save("nat"))
         payload = self.sync_proxy_rules(existing)
         self.netns.apply_iptables(payload, noflush=True)
         return payload
 
-    def _init_netns(self, netns: NodeNetns) -> None:
+    def force_sync(self) -> str:
+        """forceSyncProxyRules: a sync that also re-ensures the jump rules."""
+        self.need_full_sync = True
+        return self.sync()
+
+    def _full_sync_setup(self, netns: NodeNetns) -> None:
         """NewProxier's sysctl plus the jump rules a full sync ensures."""
         if self.options.localhost_nodeports:
             netns.sysctl("net.ipv4.conf.all.route_localnet", 1)
         ensure_jump_rules(netns)
-        self._initialized_netns = True
+        self.need_full_sync = False
 
 
 def ensure_jump_rules(netns: NodeNetns) -> None:
@@ -330,7 +338,7 @@ def ensure_jump_rules(netns: NodeNetns) -> None:
     for jump in (*IPTABLES_JUMP_CHAINS, *IPTABLES_KUBELET_JUMP_CHAINS):
         netns.run(["iptables", "-w", "-t", jump.table, "-N", jump.dst_chain], check=False)
         check = ["iptables", "-w", "-t", jump.table, "-C", jump.src_chain, *jump.args()]
-        if getattr(netns.run(check, check=False), "returncode", 1) != 0:
+        if netns.run(check, check=False).returncode != 0:
             netns.run(["iptables", "-w", "-t", jump.table, "-I", jump.src_chain, *jump.args()])
 
 

@@ -83,8 +83,7 @@ def test_node_prints_probabilities_with_eleven_digits(node_ns: Netns) -> None:
 def test_jump_rules_are_ensured_once(node_ns: Netns) -> None:
     proxier = load(Proxier(node_ns, KERNEL_OPTIONS), THREE_ENDPOINTS)
     proxier.sync()
-    proxier._initialized_netns = False  # force a second "full sync" of the jump rules
-    proxier.sync()
+    proxier.force_sync()  # ensures the jump rules again: they must not be duplicated
     nat = node_ns.iptables_save("nat").splitlines()
     jump = '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
     assert nat.count(jump) == 1
