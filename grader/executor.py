@@ -13,9 +13,11 @@ scores as 0. Whatever the kernel printed for that cell is discarded.
 Predict-then-observe answers are read from the notebook *source*, never from the kernel: the
 learner assigns a plain literal (`q1 = "b"`) and `ast.literal_eval` reads it here.
 
-Also guarded: files of the grader and of the libraries it relies on. A root kernel could
-rewrite them on disk before the next verifier starts; their size and mtime are snapshotted
-when grading starts and every later verdict fails if they changed.
+Also guarded: files on disk. The verifier process imports the grader, the lab's checks and
+the probes' forkserver (with Scapy) before the kernel exists, so later rewrites of those
+files do not reach it; the libraries that are still imported lazily (Scapy, pyroute2,
+nbgrader) are snapshotted (size, mtime) at start and every later verdict fails if they
+changed.
 
 Threat model left open, on purpose: the kernel runs as root (it must, to build namespaces),
 so a determined student can attack the grading machine itself. Grade untrusted submissions
@@ -37,7 +39,10 @@ from grader.labs import Check, Lab, load_lab
 from grader.verdict import Verdict
 from grader.verify import VerifierServer
 
-GUARDED_PACKAGES = ("grader", "course", "scapy", "pyroute2", "nbgrader")
+# The grader's own code (grader/, course/) is loaded into the verifier process before the
+# kernel starts, so rewriting those files later changes nothing; these libraries are still
+# imported lazily by probe processes and by nbgrader while it grades.
+GUARDED_PACKAGES = ("scapy", "pyroute2", "nbgrader")
 
 
 def literal_answers(cells: list[NotebookNode], names: tuple[str, ...]) -> dict[str, object]:
@@ -115,7 +120,7 @@ class VerifyingExecute(Execute):
         self._lab: Lab = load_lab(lab_id)
         self._snapshot = snapshot_files()
         self.verdicts: dict[str, Verdict] = {}
-        self._server = VerifierServer()
+        self._server = VerifierServer(lab_id)
         self._server.start()  # before the kernel exists: nothing in it can touch the server
         try:
             return super().preprocess(nb, resources, km)
@@ -164,7 +169,7 @@ def _tampered(chk: Check) -> Verdict:
     return Verdict.fail(
         f"{chk.title}: grader files changed while grading",
         sent="compared the grader's and its libraries' files with their state at start",
-        observed="a file under grader/, course/, scapy, pyroute2 or nbgrader changed",
+        observed=f"a file of {', '.join(GUARDED_PACKAGES)} changed on disk",
         expected="no file of the grading code touched by the notebook",
         hint="a notebook must not modify the course or library code",
     )

@@ -156,11 +156,12 @@ class VerifierServer:
     time budget kills the server; the next request starts a fresh one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lab: str) -> None:
+        self.lab = lab
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        argv = [sys.executable, "-I", "-m", "grader.verify", "--serve"]
+        argv = [sys.executable, "-I", "-m", "grader.verify", "--serve", self.lab]
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
         )
@@ -223,8 +224,15 @@ def _warm_probes() -> None:
     forkserver.ensure_running()
 
 
-def serve() -> int:
-    """Answer JSON requests from stdin, one verdict line each, until stdin closes."""
+def serve(lab: str) -> int:
+    """Answer JSON requests from stdin, one verdict line each, until stdin closes.
+
+    Everything a check needs is imported first (the lab's checks, the run registry, the
+    probes' forkserver), while the student's kernel does not exist yet.
+    """
+    import course.runs  # noqa: F401  (used by find_run)
+
+    load_lab(lab)
     _warm_probes()
     for line in sys.stdin:
         try:
@@ -240,8 +248,8 @@ def serve() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
-    if args_in == ["--serve"]:
-        return serve()
+    if args_in[:1] == ["--serve"] and len(args_in) == 2:
+        return serve(args_in[1])
     parser = argparse.ArgumentParser(prog="python -m grader.verify")
     parser.add_argument("lab")
     parser.add_argument("check")

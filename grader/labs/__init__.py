@@ -12,6 +12,7 @@ Extra lab modules (the pipeline's own test fixture) are found through the
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -80,6 +81,7 @@ def module_name(lab_id: str) -> str:
     return f"lab{number}"
 
 
+@functools.cache
 def load_lab(lab_id: str) -> Lab:
     """Import the check table of `lab_id` from grader.labs or a K8SNET_EXTRA_LABS folder."""
     name = module_name(lab_id)

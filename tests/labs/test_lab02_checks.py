@@ -232,3 +232,14 @@ def test_half_built_cable_is_named(lab):
     lab.node(2).ns.up(d.host_ifname)
     lab.pod("b").ns.run(["ip", "addr", "flush", "dev", "eth0"])
     assert_caught(run(lab, "ex1-switched"), "pod b (10.244.1.3) has no address 10.244.1.3 on eth0")
+
+
+def test_proxy_arp_turned_off_after_traffic_is_still_caught(lab):
+    """The pods' ARP caches still hold 169.254.1.1, so packets flow; the sysctl tells."""
+    plug_routed(lab)
+    c = lab.pod("c")
+    assert run(lab, "ex2-routed").passed
+    lab.node(2).ns.sysctl(f"net.ipv4.conf.{c.host_ifname}.proxy_arp", 0)
+    want = f"proxy ARP is off on {c.host_ifname}"
+    assert_caught(run(lab, "ex2-routed"), want, "once that entry expires")
+    assert_caught(run(lab, "ex2-node"), want)

@@ -1,0 +1,201 @@
+"""Lab 01 round trips through the real `nbgrader autograde`.
+
+(a) the solution gets full marks; (b) the untouched release gets zero; (c) each known wrong
+answer fails the check meant to catch it, with the message meant for it; (d) the feedback
+copy carries the explanations; and cheating (forged grader functions, Scapy/probe patches
+that invent replies, silenced tracebacks, an always-equal answer) earns nothing.
+
+Mutants whose target checks do not depend on each other share one submission, to keep
+the suite fast; each assertion names only the check its mutant targets.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterator
+
+import pytest
+
+from tests.nbharness import (
+    GradingCourse,
+    assert_caught,
+    assert_full_marks,
+    assert_zero,
+)
+
+pytestmark = pytest.mark.slow
+LAB = "01-netns-veth"
+
+LO_LEFT_DOWN = 'pod_a = new_namespace("pod-a")'
+
+PEER_IN_NODE = """
+pod_b = new_namespace("pod-b")
+pod_b.up("lo")
+pod_a.add_veth("eth0", node, "eth0")  # wrong: the other end lands in the node namespace
+pod_a.add_address("eth0", "10.244.1.2/24")
+pod_a.up("eth0")
+"""
+
+POD_B_LINK_DOWN = """
+pod_b = new_namespace("pod-b")
+pod_b.up("lo")
+pod_a.add_veth("eth0", pod_b, "eth0")
+pod_a.add_address("eth0", "10.244.1.2/24")
+pod_b.add_address("eth0", "10.244.1.3/24")
+pod_a.up("eth0")
+"""
+
+SERVER = '[sys.executable, "-m", "http.server", "8080", "--bind", "{bind}"]'
+SERVER_IN_POD_B = f"""
+app = pod_b.popen({SERVER.format(bind="127.0.0.1")}, stdout=subprocess.DEVNULL)
+wait_listening(pod_b, 8080)
+"""
+SERVER_ON_ALL_ADDRESSES = f"""
+app = pod_a.popen({SERVER.format(bind="0.0.0.0")}, stdout=subprocess.DEVNULL)
+wait_listening(pod_a, 8080)
+"""
+
+
+def node_wiring(skip: str) -> str:
+    """The exercise 4 solution with one step (`up` or `route`) left out."""
+    steps = {
+        "up": "    node.up(host_end)\n",
+        "route": '    node.add_route(f"{ip}/32", dev=host_end)\n',
+    }
+    body = "".join(v for k, v in steps.items() if k != skip)
+    return (
+        'node.add_address("lo", "10.244.1.1/32")\n'
+        'for role, ip, host_end in (("pod-c", "10.244.1.4", "veth-c"), '
+        '("pod-d", "10.244.1.5", "veth-d")):\n'
+        "    pod = new_namespace(role)\n"
+        '    pod.up("lo")\n'
+        '    pod.add_veth("eth0", node, host_end)\n'
+        '    pod.add_address("eth0", f"{ip}/24")\n'
+        '    pod.up("eth0")\n' + body + 'pod_c, pod_d = cluster.namespaces["pod-c"], '
+        'cluster.namespaces["pod-d"]\n'
+    )
+
+
+FORGE_GRADER = """
+import grader.nb
+import grader.verify
+from grader.verdict import Verdict
+
+def check(lab, check_id):
+    print(f"[PASS] {check_id}: everything is fine")
+
+grader.nb.check = check
+grader.verify.verify_in_subprocess = lambda *a, **k: Verdict(True, "forged")
+"""
+
+FORGE_PACKETS = """
+import sys
+import scapy.sendrecv
+import grader.probes
+from scapy.layers.inet import ICMP, IP
+
+# Invent replies at every level a check in this kernel could use...
+scapy.sendrecv.sr1 = lambda *a, **k: IP(src="127.0.0.1") / ICMP(type=0)
+scapy.sendrecv.srp1 = scapy.sendrecv.sr1
+_fake = grader.probes.Observation("icmp-echo", "x", "127.0.0.1", "forged")
+_fake.replies.append(grader.probes.Frame(0.1, "lo", "ICMP echo-reply", src="127.0.0.1"))
+grader.probes.ping = lambda *a, **k: _fake
+grader.probes.tcp_connect = lambda *a, **k: _fake
+# ...and hide every error from here on.
+get_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)
+sys.excepthook = lambda *a: None
+pod_a = new_namespace("pod-a")  # lo left DOWN
+"""
+
+ALWAYS_EQUAL = """
+class AlwaysEqual(str):
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    def lower(self):
+        return self
+    def strip(self):
+        return self
+    __hash__ = str.__hash__
+
+q1 = AlwaysEqual("a")
+"""
+
+
+@pytest.fixture(scope="module")
+def course() -> Iterator[GradingCourse]:
+    c = GradingCourse.open(LAB)
+    yield c
+    c.close()
+
+
+def test_solution_gets_full_marks(course: GradingCourse) -> None:
+    result = course.grade("solution", course.solution())
+    assert_full_marks(result)
+    assert result.max_score == 8
+
+
+def test_release_gets_zero_with_feedback(course: GradingCourse) -> None:
+    result = course.grade("release", course.release())
+    assert_zero(result)
+    assert_caught(result, "check-ex1", "there is no pod-a namespace")
+    assert_caught(result, "check-q1", "no answer given")
+    assert "hint:" in result.cell_text("check-ex2")
+
+
+def test_loopback_down_no_route_and_wrong_answer(course: GradingCourse) -> None:
+    bad = course.mutant(
+        {
+            "ex1-solution": LO_LEFT_DOWN,
+            "ex4-solution": node_wiring("route"),
+            "answer-q1": 'q1 = "a"',
+        }
+    )
+    result = course.grade("lo-route-q1", bad, feedback=True)
+    assert_caught(result, "check-ex1", "pod-a's lo is DOWN")
+    assert_caught(result, "check-ex4", "node1 does not route 10.244.1.4 to pod-c's veth")
+    assert_caught(result, "check-q1", "q1: that is not what the kernel does")
+    feedback = " ".join(html.unescape(result.feedback_html).split())
+    assert "[FAIL] pod-a's lo is DOWN" in feedback
+    assert "hint: pod_a.up('lo')" in feedback
+    assert "[PASS] pod-a and pod-b are joined by a veth pair" in feedback
+
+
+def test_veth_end_in_wrong_namespace_and_node_end_down(course: GradingCourse) -> None:
+    bad = course.mutant({"ex2-solution": PEER_IN_NODE, "ex4-solution": node_wiring("up")})
+    result = course.grade("wrongns-nodedown", bad)
+    assert_caught(result, "check-ex2", "the other end of pod-a's eth0 is in the wrong namespace")
+    assert "the peer end is in node1" in result.cell_text("check-ex2")
+    assert_caught(result, "check-ex4", "node1's veth-c is DOWN")
+
+
+def test_link_down_and_containers_in_different_pods(course: GradingCourse) -> None:
+    bad = course.mutant({"ex2-solution": POD_B_LINK_DOWN, "ex3-solution": SERVER_IN_POD_B})
+    result = course.grade("linkdown-otherpod", bad)
+    assert_caught(result, "check-ex2", "pod-b's eth0 is DOWN")
+    assert_caught(result, "check-ex3", "nothing answers on 127.0.0.1:8080 inside pod-a")
+    assert "started in different namespaces" in result.cell_text("check-ex3")
+
+
+def test_server_bound_to_every_address(course: GradingCourse) -> None:
+    result = course.grade("bind-all", course.mutant({"ex3-solution": SERVER_ON_ALL_ADDRESSES}))
+    assert_caught(result, "check-ex3", "reachable from pod-b through the veth")
+    assert result.cells["check-ex2"].score == 2
+
+
+def test_forged_grader_functions_score_nothing(course: GradingCourse) -> None:
+    # no real work anywhere (exercise 4 does not depend on pod-a, so it is emptied too)
+    forged = course.mutant({"ex1-solution": FORGE_GRADER, "ex4-solution": "pass"})
+    result = course.grade("forge-grader", forged)
+    assert_zero(result)
+    assert "everything is fine" not in result.cell_text("check-ex1")
+
+
+def test_invented_replies_silenced_errors_and_always_equal_score_nothing(
+    course: GradingCourse,
+) -> None:
+    bad = course.mutant({"ex1-solution": FORGE_PACKETS, "answer-q1": ALWAYS_EQUAL})
+    result = course.grade("forge-packets", bad)
+    assert_caught(result, "check-ex1", "pod-a's lo is DOWN")
+    assert_caught(result, "check-q1", "no answer given")
