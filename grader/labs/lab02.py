@@ -499,11 +499,38 @@ def _routed_wire_properties(
             expected=f"{GATEWAY} at {c_host_mac}, the MAC of {c.host_if}, learned by proxy ARP",
             hint="proxy ARP on the cali interface answers for 169.254.1.1",
         )
+    cached = cached_only(node, obs)
+    if cached is not None:
+        return cached
     return Verdict.ok(
         f"{c.name} -> {d.name} is routed: d saw source MAC {req.src_mac} and TTL {req.ttl}",
         sent=obs.sent,
         observed=f"at d: {req.describe()}; c resolved {GATEWAY} to {c_host_mac}",
     )
+
+
+def cached_only(node: NodeView, obs: Observation) -> Verdict | None:
+    """Traffic that flows only because a pod still remembers 169.254.1.1's MAC.
+
+    With proxy ARP off, a pod that resolved its gateway earlier keeps working until the
+    neighbour entry expires (tens of seconds), then goes silent. The wire cannot show that
+    yet, so the sysctl is read too.
+    """
+    for pod in node.pods:
+        key = f"net.ipv4.conf.{pod.host_if}.proxy_arp"
+        if sysctl(node.ns, key) != "1":
+            return Verdict.fail(
+                f"proxy ARP is off on {pod.host_if}: traffic flows only from a cached ARP entry",
+                sent=obs.sent,
+                observed=(
+                    f"{obs.describe()} But {key} = {sysctl(node.ns, key)}; {pod.name} still "
+                    f"remembers {GATEWAY}'s MAC from earlier, and once that entry expires its "
+                    f"ARP for {GATEWAY} will go unanswered."
+                ),
+                expected=f"proxy ARP on for every cali interface ({key} = 1)",
+                hint=f"node.ns.sysctl('{key}', 1)",
+            )
+    return None
 
 
 def check_routed_node(ctx: CheckContext) -> Verdict:
@@ -521,6 +548,9 @@ def _routed_node(node: NodeView) -> Verdict:
                 f"an echo reply from {pod.ip} over {pod.host_if}",
                 "the node needs a /32 route per pod, the pod a default route via 169.254.1.1",
             )
+        cached = cached_only(node, obs)
+        if cached is not None:
+            return cached
     return Verdict.ok(f"{node.name} reaches every pod over its own cali interface and /32 route")
 
 
