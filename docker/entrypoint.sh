@@ -13,6 +13,7 @@ set -euo pipefail
 # Overridable for the entrypoint's own tests (tests/docker/test_entrypoint.py).
 RELEASE=${K8SNET_RELEASE_DIR:-/opt/k8s-netlabs}
 WORKSPACE=${K8SNET_WORKSPACE:-/workspace}
+JUPYTER_MARKER=${K8SNET_JUPYTER_MARKER:-/run/k8snet/jupyter}
 
 seed_workspace() {
     mkdir -p "$WORKSPACE/labs"
@@ -64,6 +65,8 @@ run_jupyter() {
   Your work is saved in the volume mounted at ${WORKSPACE}.
 
 BANNER
+    # Tells the healthcheck this container serves JupyterLab (see docker/healthcheck.py).
+    mkdir -p "$(dirname "$JUPYTER_MARKER")" && : >"$JUPYTER_MARKER"
     exec jupyter lab \
         --ip=0.0.0.0 --port=8888 --no-browser --allow-root \
         --ServerApp.root_dir="$WORKSPACE" \

@@ -50,6 +50,7 @@ def run(box: dict[str, Path], *args: str, token: str = "") -> subprocess.Complet
         "K8SNET_RELEASE_DIR": str(box["release"]),
         "K8SNET_WORKSPACE": str(box["workspace"]),
         "JUPYTER_TOKEN": token,
+        "K8SNET_JUPYTER_MARKER": str(box["out"] / "marker"),
     }
     return subprocess.run(
         ["bash", str(ENTRYPOINT), *args], env=env, capture_output=True, text=True, timeout=30
@@ -77,6 +78,7 @@ def test_chosen_token_is_used_and_server_opens_on_labs(sandbox: dict[str, Path])
     flags = [a.split("=", 1)[0].lower() for a in args]
     assert not [f for f in flags if "token" in f], "never a token flag on the command line"
     assert (sandbox["out"] / "cwd").read_text().strip() == str(sandbox["workspace"])
+    assert (sandbox["out"] / "marker").exists(), "the healthcheck must know a server runs here"
 
 
 def test_release_notebooks_seeded_without_overwriting_edits(sandbox: dict[str, Path]) -> None:
@@ -97,6 +99,7 @@ def test_other_commands_run_as_given(sandbox: dict[str, Path]) -> None:
     proc = run(sandbox, "sh", "-c", "echo ran; exit 3")
     assert proc.returncode == 3 and proc.stdout.strip() == "ran"
     assert not (sandbox["out"] / "args").exists(), "jupyter must not start"
+    assert not (sandbox["out"] / "marker").exists()
 
 
 class _Jupyterish(BaseHTTPRequestHandler):
@@ -148,9 +151,22 @@ def test_token_probe_fails_on_an_open_server(server: tuple[str, bool]) -> None:
     assert proc.returncode == (0 if secure else 1), proc.stdout
 
 
-def test_healthcheck_up_and_down(server: tuple[str, bool]) -> None:
+def healthcheck(url: str, marker: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "K8SNET_JUPYTER_MARKER": str(marker)}
+    argv = [sys.executable, str(ROOT / "docker" / "healthcheck.py"), url]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)
+
+
+def test_healthcheck_up_and_down(server: tuple[str, bool], tmp_path: Path) -> None:
     url, _ = server
-    check = [sys.executable, str(ROOT / "docker" / "healthcheck.py")]
-    assert subprocess.run([*check, f"{url}/api"], capture_output=True).returncode == 0
-    closed = subprocess.run([*check, "http://127.0.0.1:9/api"], capture_output=True, text=True)
+    marker = tmp_path / "jupyter"
+    marker.touch()
+    assert healthcheck(f"{url}/api", marker).returncode == 0
+    closed = healthcheck("http://127.0.0.1:9/api", marker)
     assert closed.returncode == 1 and "unhealthy" in closed.stdout
+
+
+def test_healthcheck_passes_where_no_server_was_started(tmp_path: Path) -> None:
+    """`compose run lab make test` serves nothing; it must not be reported unhealthy."""
+    proc = healthcheck("http://127.0.0.1:9/api", tmp_path / "absent")
+    assert proc.returncode == 0 and "another command" in proc.stdout
