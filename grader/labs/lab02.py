@@ -282,10 +282,20 @@ def _bridge_switched(node: NodeView) -> Verdict:
             expected="b sees a's own MAC as the source and the TTL a used (64)",
             hint="both pods need addresses in the same /24 and their veth ends in cni0",
         )
+    b_mac = (b.eth0 or {}).get("mac")
+    resolved = [n["mac"] for n in a.ns.neighbours("eth0") if n["ip"] == b.ip]
+    if resolved != [b_mac]:
+        return Verdict.fail(
+            f"{a.name} did not resolve {b.ip} to {b.name}'s own MAC",
+            sent=obs.sent,
+            observed=f"a's ARP table for {b.ip}: {resolved or 'no entry'}; b's MAC is {b_mac}",
+            expected=f"a asks ARP for {b.ip} itself and b answers with {b_mac}",
+            hint="on a shared segment each pod answers ARP for its own address",
+        )
     return Verdict.ok(
         f"{a.name} -> {b.name} is switched: b saw a's MAC {req.src_mac} and TTL {req.ttl}",
         sent=obs.sent,
-        observed=f"at b: {req.describe()}",
+        observed=f"at b: {req.describe()}; a resolved {b.ip} to b's own MAC {b_mac}",
     )
 
 
