@@ -25,7 +25,6 @@ BRIDGE_NODE, ROUTED_NODE = 1, 2
 PODS = {BRIDGE_NODE: ("a", "b"), ROUTED_NODE: ("c", "d")}
 GATEWAY = "169.254.1.1"  # Calico's link-local next hop
 CNI0 = "cni0"
-LINK_SCOPE = 253
 
 
 # --- what the check looks at ---------------------------------------------------------------------
@@ -36,7 +35,6 @@ class PodView:
     name: str
     ip: str
     ns: Netns
-    node_ns: Netns
     eth0: dict[str, Any] | None = None
     host_if: str | None = None
     host: dict[str, Any] | None = None
@@ -62,7 +60,7 @@ def look(ctx: CheckContext, index: int) -> NodeView:
     """Open the node's and its pods' namespaces and find each pod's veth node end."""
     node = NodeView(index, node_ip(index), Netns(ctx.ns(f"node{index}")))
     for k, name in enumerate(PODS[index]):
-        pod = PodView(name, pod_ip(index, k), Netns(ctx.ns(f"node{index}-{name}")), node.ns)
+        pod = PodView(name, pod_ip(index, k), Netns(ctx.ns(f"node{index}-{name}")))
         if pod.ns.exists() and pod.ns.has_link("eth0"):
             pod.eth0 = pod.ns.link("eth0")
             peer = pod.eth0.get("link")
@@ -169,17 +167,17 @@ def ping_watched(src: PodView, dst: PodView, node: NodeView) -> tuple[Observatio
     """Ping dst from src while capturing in dst's eth0 and on both veth ends in the node."""
     seen: dict[str, Any] = {}
 
-    def at_src_host() -> Observation:
+    def watch_dst_end() -> Observation:
         obs, seen["dst_host"] = sniff_while(
             node.ns, dst.host_if or "lo", lambda: ping(src.ns, dst.ip)
         )
         return obs
 
-    def at_dst_host() -> Observation:
-        obs, seen["src_host"] = sniff_while(node.ns, src.host_if or "lo", at_src_host)
+    def watch_src_end() -> Observation:
+        obs, seen["src_host"] = sniff_while(node.ns, src.host_if or "lo", watch_dst_end)
         return obs
 
-    obs, seen["dst"] = sniff_while(dst.ns, "eth0", at_dst_host)
+    obs, seen["dst"] = sniff_while(dst.ns, "eth0", watch_src_end)
     return obs, seen
 
 
@@ -189,6 +187,14 @@ def bridge_problem(node: NodeView, obs: Observation, src: PodView | None = None)
     if not node.ns.has_link(CNI0) or node.ns.link(CNI0)["kind"] != "bridge":
         return _fail_bridge_missing(node, obs)
     cni0 = node.ns.link(CNI0)
+    if not cni0["up"]:
+        return Verdict.fail(
+            f"{CNI0} is DOWN",
+            sent=obs.sent,
+            observed=f"{obs.describe()} In {node.name}, {CNI0} is administratively down.",
+            expected=f"{CNI0} up: a bridge that is down forwards nothing",
+            hint=f"node.ns.up('{CNI0}')",
+        )
     for pod in node.pods:
         if pod.host and pod.host["master"] != cni0["index"]:
             return _fail_not_a_port(node, pod, obs)
@@ -232,7 +238,7 @@ def _fail_no_gateway(node: NodeView, obs: Observation) -> Verdict:
         observed=(
             f"{obs.describe()} {CNI0} holds {node.ns.addresses(CNI0) or 'no address'}; so the "
             f"pods' ARP for their gateway {gw} finds nobody, and on the node "
-            f"{route_text(node.ns, obs.dst)} (no connected route to the pod range)."
+            f"{route_text(node.ns, node.pods[0].ip)} (no connected route to the pod range)."
         ),
         expected=f"{gw}/24 on {CNI0}: the pods' default gateway and the node's way to the pods",
         hint=f"node.ns.add_address('{CNI0}', '{gw}/24')",
@@ -394,8 +400,9 @@ def _fail_forwarding(node: NodeView, ingress: PodView, obs: Observation, reached
         else f"Linux answers proxy ARP only on an interface that forwards, so even the ARP "
         f"for {GATEWAY} on {cali} went unanswered."
     )
+    what = "the packet" if reached else f"{ingress.name}'s ARP for {GATEWAY}"
     return Verdict.fail(
-        f"the packet reached {node.name} on {cali} and stopped there: the node does not forward",
+        f"{what} reached {node.name} on {cali} and stopped there: the node does not forward",
         sent=obs.sent,
         observed=(
             f"{obs.describe()} {where} net.ipv4.ip_forward = "
