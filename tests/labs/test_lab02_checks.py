@@ -243,3 +243,9 @@ def test_proxy_arp_turned_off_after_traffic_is_still_caught(lab):
     want = f"proxy ARP is off on {c.host_ifname}"
     assert_caught(run(lab, "ex2-routed"), want, "once that entry expires")
     assert_caught(run(lab, "ex2-node"), want)
+
+
+def test_cni0_down(lab):
+    plug_bridge(lab)
+    lab.node(1).ns.down("cni0")
+    assert_caught(run(lab, "ex1-switched"), "cni0 is DOWN", "administratively down")
