@@ -7,7 +7,15 @@ from typing import Any
 LAB_TOPOLOGIES: dict[str, dict[str, Any]] = {
     "sandbox": {"nodes": 3, "pods_per_node": 3, "router": True, "client": True},
     "01-netns-veth": {"nodes": 1, "pods_per_node": 0, "pod_network": None, "underlay": False},
-    "02-bridge-vs-routed": {"nodes": 1, "pods_per_node": 2, "pod_network": "bridge"},
+    # node1 is built as a bridge node and node2 as a routed node by the learner; the router
+    # gives the nodes a default route, which Linux proxy ARP needs (calico#3270).
+    "02-bridge-vs-routed": {
+        "nodes": 2,
+        "pods_per_node": 2,
+        "pod_network": None,
+        "cross_node": None,
+        "router": True,
+    },
     "06-kube-proxy": {"nodes": 1, "pods_per_node": 4, "pod_network": "bridge"},
 }
 

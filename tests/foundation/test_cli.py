@@ -50,12 +50,12 @@ def test_doctor_names_what_is_missing_and_how_to_get_it(tmp_path):
 def test_up_status_down_round_trip():
     prefix = f"knt{uuid.uuid4().hex[:4]}"
     env = {**os.environ, "K8SNET_NS_PREFIX": prefix, "COLUMNS": "200"}
-    up = _k8snet("up", "02-bridge-vs-routed", env=env)
+    up = _k8snet("up", "sandbox", env=env)
     assert up.returncode == 0, up.stderr
     assert "10.244.1.2/24" in up.stdout
     status = _k8snet("status", env=env)
-    assert "02-bridge-vs-routed" in status.stdout and "detached" in status.stdout
-    down = _k8snet("down", "02-bridge-vs-routed", env=env)
+    assert "sandbox" in status.stdout and "detached" in status.stdout
+    down = _k8snet("down", "sandbox", env=env)
     assert down.returncode == 0 and f"{prefix}-" in down.stdout
     assert not [p for p in os.listdir("/run/netns") if p.startswith(prefix + "-")]
 
