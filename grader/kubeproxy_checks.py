@@ -42,7 +42,8 @@ from grader.verdict import Verdict
 
 ALPHA = 1e-6
 DEFAULT_CONNECTIONS = 3000
-BATCH = 500  # connections in flight at once from the client
+BATCH = 500  # connections started per burst from the client
+PACE = 0.2  # seconds a burst may take to be answered before the next one starts
 # Netlink receive buffer for conntrack events. Each event sits in its own skb (several KB of
 # truesize), and on a busy machine the listener may fall behind a 500-connection burst.
 EVENT_BUFFER = 128 << 20
@@ -95,28 +96,49 @@ def every_rule_one_over_n_shares(n: int) -> list[float]:
 
 # --- what runs inside the client pod ------------------------------------------------------------
 def open_connections(dst: str, port: int, count: int, wait: float, seed: int = 0) -> list[int]:
-    """Start `count` TCP connections from distinct source ports, `BATCH` at a time, and
-    return the ports whose SYN left. Source ports are a seeded sample, bound explicitly,
-    so no port repeats within a run. Batches keep each burst under the kernel's per-CPU
-    backlog (netdev_max_backlog, 1000) so no SYN is dropped on the veth; one connection
-    goes first so the gateway's MAC is resolved before the burst. Closing with SO_LINGER 0
-    sends RST: no TIME_WAIT is left behind."""
+    """Start `count` TCP connections from distinct source ports; return the ports used.
+
+    Source ports are a seeded sample, bound explicitly, so none repeats within a run.
+    Connections start `BATCH` at a time, each burst given up to `PACE` seconds to be
+    answered, which keeps bursts under the kernel's per-CPU backlog (netdev_max_backlog,
+    1000) on a busy machine; one connection goes first so the gateway's MAC is resolved
+    before the burst. Unanswered sockets stay open until `wait` seconds after the last
+    one started: longer than TCP's first SYN retransmission (1 s), so a SYN lost on a
+    busy host gets a second chance instead of counting as "not translated". Closing with
+    SO_LINGER 0 sends RST, so no TIME_WAIT is left behind.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < BATCH + 64:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, BATCH + 64), hard))
+    if soft < count + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 64), hard))
     candidates = random.Random(seed).sample(range(32768, 61000), min(count + 500, 28000))
-    used = _one_batch(dst, port, candidates[:1], wait)
-    i = 1
-    while len(used) < count and i < len(candidates):
-        take = candidates[i : i + min(BATCH, count - len(used))]
-        i += len(take)
-        used += _one_batch(dst, port, take, wait)
+    sel = selectors.DefaultSelector()
+    socks: list[socket.socket] = []
+    used: list[int] = []
+    batches = [candidates[:1]] + [
+        candidates[i : i + BATCH] for i in range(1, len(candidates), BATCH)
+    ]
+    for batch in batches:
+        if len(used) >= count:
+            break
+        started = _start(dst, port, batch[: count - len(used)], sel, socks, used)
+        _drain(sel, started, time.monotonic() + PACE)
+    _drain(sel, len(sel.get_map()), time.monotonic() + wait)
+    for s in socks:
+        s.close()
+    sel.close()
     return used
 
 
-def _one_batch(dst: str, port: int, sports: list[int], wait: float) -> list[int]:
-    sel = selectors.DefaultSelector()
-    socks, used = [], []
+def _start(
+    dst: str,
+    port: int,
+    sports: list[int],
+    sel: selectors.BaseSelector,
+    socks: list[socket.socket],
+    used: list[int],
+) -> int:
+    """Non-blocking connect() from each source port; returns how many SYNs were sent."""
+    started = 0
     for sport in sports:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setblocking(False)
@@ -133,16 +155,17 @@ def _one_batch(dst: str, port: int, sports: list[int], wait: float) -> list[int]
         used.append(sport)
         socks.append(s)
         sel.register(s, selectors.EVENT_WRITE)
-    deadline = time.monotonic() + wait
-    pending = len(socks)
-    while pending and time.monotonic() < deadline:
+        started += 1
+    return started
+
+
+def _drain(sel: selectors.BaseSelector, expected: int, deadline: float) -> None:
+    """Unregister sockets as their connect() completes (answer, refusal or ICMP error)."""
+    done = 0
+    while done < expected and sel.get_map() and time.monotonic() < deadline:
         for key, _ in sel.select(timeout=max(0.0, deadline - time.monotonic())):
             sel.unregister(key.fileobj)
-            pending -= 1
-    for s in socks:
-        s.close()
-    sel.close()
-    return used
+            done += 1
 
 
 # --- what the node's conntrack saw --------------------------------------------------------------
@@ -417,7 +440,7 @@ def check_cluster_ip_distribution(
     node: Netns,
     exp: Expectation,
     connections: int = DEFAULT_CONNECTIONS,
-    wait: float = 0.5,
+    wait: float = 1.3,
 ) -> Verdict:
     """Send `connections` new connections from `client` and judge the node's DNAT choices.
 
@@ -429,7 +452,7 @@ def check_cluster_ip_distribution(
         with ConntrackEvents(node) as events:
             sent = run_in_netns(
                 client, open_connections, exp.cluster_ip, exp.port, connections, wait,
-                attempt, timeout=10.0 + wait * (connections / BATCH + 1),
+                attempt, timeout=10.0 + wait + PACE * (connections / BATCH + 1),
             )  # fmt: skip
         if not events.lost_events():
             flows = parse_conntrack(events.text(), client_ip, exp.cluster_ip, exp.port)
