@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,9 @@ class VerifyingExecute(Execute):
         else:
             answers = literal_answers(self.nb.cells[: index + 1], chk.answers)
             pid = self._kernel_pid()
+            t0 = time.perf_counter()
             verdict = self._server.ask(self._lab.id, chk.id, pid, answers, self.verify_timeout)
+            self.log.info("check %s judged in %.2f s", chk.id, time.perf_counter() - t0)
         self.verdicts[grade_id] = verdict
         return verdict
 

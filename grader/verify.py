@@ -80,7 +80,7 @@ def run_check(chk: Check, ctx: CheckContext) -> Verdict:
         return Verdict.fail(
             f"{chk.title}: no answer given",
             sent=f"read the answer variable(s) {', '.join(missing)} from the notebook",
-            observed="no plain literal assigned to them (for example: q1 = 'b')",
+            observed='no plain literal assigned to them (such as: q1 = "your letter")',
             expected="each answer written as a plain string or number literal",
             hint="replace the `raise NotImplementedError()` line with your literal answer",
         )
@@ -214,14 +214,27 @@ def _no_verdict(lab: str, check: str, timeout: float | None) -> Verdict:
     )
 
 
+def _noop() -> None:
+    """Run once in a forkserver child: returns only after the forkserver has preloaded."""
+
+
 def _warm_probes() -> None:
-    """Start the probes' forkserver now (it imports Scapy once), before any request."""
+    """Start the probes' forkserver now and wait until it has imported Scapy (about 1 s).
+
+    This happens while the student's kernel starts, instead of during the first check.
+    The warm-up child runs no code of its own and enters no namespace.
+    """
     from multiprocessing import forkserver
 
     from grader import probes
 
     probes._context()  # sets the forkserver's preload list (grader._probe_child, probes)
-    forkserver.ensure_running()
+    forkserver.ensure_running()  # the forkserver now imports Scapy in its own process...
+    from grader import _probe_child  # noqa: F401  (...while this one imports it for run_in_netns)
+
+    child = probes._context().Process(target=_noop)
+    child.start()
+    child.join(30)
 
 
 def serve(lab: str) -> int:

@@ -13,7 +13,9 @@ Roles and addresses (the lab's addressing plan; node 1 owns 10.244.1.0/24):
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from course.kernel import Netns
 from grader import probes
@@ -30,6 +32,7 @@ POD_IP = {
 }
 SERVER_PORT = 8080
 PROBE_TIMEOUT = 0.5
+T = TypeVar("T")
 
 
 class Failed(Exception):
@@ -55,6 +58,16 @@ def judged(check: Any) -> Any:
 
     run.__doc__ = check.__doc__
     return run
+
+
+def concurrently(*calls: Callable[[], T]) -> list[T]:
+    """Run independent probes at the same time (each is its own process); keep the order.
+
+    The first `Failed` (in call order) is raised, as if the calls had run one by one.
+    """
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+    return [f.result() for f in futures]
 
 
 # --- inspections shared by the checks ------------------------------------------------------------
@@ -179,7 +192,10 @@ def ex1_pod_namespace(ctx: CheckContext) -> Verdict:
 # --- exercise 2: two pods joined by a veth pair -------------------------------------------------------
 @judged
 def ex2_veth_pair(ctx: CheckContext) -> Verdict:
-    """pod-a:eth0 <-> pod-b:eth0 is one veth pair, both up and addressed; pings cross it."""
+    """pod-a:eth0 <-> pod-b:eth0 is one veth pair, both up and addressed; pings cross it.
+
+    One ping from pod-a suffices: its reply can only come back through pod-b's end.
+    """
     hint = "pod_a.add_veth('eth0', pod_b, 'eth0') creates the pair with one end in each pod"
     a, b = netns(ctx, "pod-a", "exercise 1"), netns(ctx, "pod-b", "exercise 2")
     veth_to(ctx, a, "pod-a", "eth0", "pod-b", hint)
@@ -194,31 +210,32 @@ def ex2_veth_pair(ctx: CheckContext) -> Verdict:
         expected=f"an echo reply from pod-b ({POD_IP['pod-b']}) through the veth",
         hint="both ends up, both addresses in 10.244.1.0/24, lo up in both pods",
     )
-    answers_ping(
-        b,
-        "pod-b",
-        POD_IP["pod-a"],
-        expected=f"an echo reply from pod-a ({POD_IP['pod-a']}) through the veth",
-        hint="both ends up, both addresses in 10.244.1.0/24",
-    )
     return Verdict.ok(
         "pod-a and pod-b are joined by a veth pair and ping each other", observed=seen
     )
 
 
 # --- exercise 3: two containers in one pod share its namespace ------------------------------------
+HTTP_GET = b"GET / HTTP/1.0\r\n\r\n"
+
+
 def _connect(ns: Netns, dst: str) -> probes.Observation:
-    return probes.tcp_connect(ns.name, dst, SERVER_PORT, timeout=PROBE_TIMEOUT)
+    """A real TCP connection plus an HTTP request, so a server answers at once."""
+    return probes.tcp_connect(ns.name, dst, SERVER_PORT, timeout=PROBE_TIMEOUT, payload=HTTP_GET)
 
 
 @judged
 def ex3_shared_localhost(ctx: CheckContext) -> Verdict:
     """A server on 127.0.0.1:8080 in pod-a is reachable from pod-a only."""
     a, b = netns(ctx, "pod-a", "exercise 1"), netns(ctx, "pod-b", "exercise 2")
-    inside = _connect(a, "127.0.0.1")
+    # The three connections do not disturb each other: send them at once.
+    inside, from_b, via_eth = concurrently(
+        lambda: _connect(a, "127.0.0.1"),
+        lambda: _connect(b, "127.0.0.1"),
+        lambda: _connect(b, POD_IP["pod-a"]),
+    )
     if not inside.ok:
-        raise _no_server_in_a(b, inside)
-    from_b = _connect(b, "127.0.0.1")
+        raise _no_server_in_a(from_b, inside)
     if from_b.ok:
         raise fail(
             "pod-b reached a server on its own 127.0.0.1:8080",
@@ -227,7 +244,6 @@ def ex3_shared_localhost(ctx: CheckContext) -> Verdict:
             expected="connection refused: pod-b's 127.0.0.1 is pod-b's own loopback",
             hint="run only the app container's server, and only inside pod-a",
         )
-    via_eth = _connect(b, POD_IP["pod-a"])
     if via_eth.ok:
         raise fail(
             "the server in pod-a is reachable from pod-b through the veth",
@@ -242,8 +258,7 @@ def ex3_shared_localhost(ctx: CheckContext) -> Verdict:
     )
 
 
-def _no_server_in_a(b: Netns, inside: probes.Observation) -> Failed:
-    in_b = _connect(b, "127.0.0.1")
+def _no_server_in_a(in_b: probes.Observation, inside: probes.Observation) -> Failed:
     where = (
         "A server on 127.0.0.1:8080 answers in pod-b instead: the two 'containers' were "
         "started in different namespaces."
@@ -264,8 +279,8 @@ def _no_server_in_a(b: Netns, inside: probes.Observation) -> Failed:
 def ex4_node_reaches_pods(ctx: CheckContext) -> Verdict:
     """pod-c and pod-d hang off node1 by veths, and node1 pings both pod IPs."""
     node = netns(ctx, NODE, "the setup cell")
-    seen = []
-    for role in ("pod-c", "pod-d"):
+    roles = ("pod-c", "pod-d")
+    for role in roles:
         pod = netns(ctx, role, "exercise 4")
         hint = f"{role.replace('-', '_')}.add_veth('eth0', node, 'veth-{role[-1]}')"
         veth_to(ctx, pod, role, "eth0", NODE, hint)
@@ -275,16 +290,18 @@ def ex4_node_reaches_pods(ctx: CheckContext) -> Verdict:
         veth_to(ctx, node, NODE, host_end, role, hint)
         is_up(node, NODE, host_end)
         _routes_to(node, role, host_end)
-        seen.append(
-            answers_ping(
-                node,
-                NODE,
-                POD_IP[role],
-                expected=f"an echo reply from {role} ({POD_IP[role]})",
-                hint=f"node1 needs an address (10.244.1.1/32) and a route to {POD_IP[role]}",
-            )
-        )
+    seen = concurrently(*(lambda role=role: _node_pings(node, role) for role in roles))
     return Verdict.ok("node1 reaches pod-c and pod-d through their veths", observed=" ".join(seen))
+
+
+def _node_pings(node: Netns, role: str) -> str:
+    return answers_ping(
+        node,
+        NODE,
+        POD_IP[role],
+        expected=f"an echo reply from {role} ({POD_IP[role]})",
+        hint=f"node1 needs an address (10.244.1.1/32) and a route to {POD_IP[role]}",
+    )
 
 
 def _routes_to(node: Netns, role: str, host_end: str) -> None:
