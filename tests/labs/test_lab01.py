@@ -12,11 +12,16 @@ the suite fast; each assertion names only the check its mutant targets.
 from __future__ import annotations
 
 import html
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.nbharness import (
+    REPO,
     GradingCourse,
     assert_caught,
     assert_full_marks,
@@ -199,3 +204,27 @@ def test_invented_replies_silenced_errors_and_always_equal_score_nothing(
     result = course.grade("forge-packets", bad)
     assert_caught(result, "check-ex1", "pod-a's lo is DOWN")
     assert_caught(result, "check-q1", "no answer given")
+
+
+# --- the learner's self-check, as the "done means" states it ---------------------------
+def _k8snet_check(*args: str) -> subprocess.CompletedProcess[str]:
+    k8snet = str(Path(sys.executable).parent / "k8snet")
+    return subprocess.run(
+        [k8snet, "check", LAB, *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_k8snet_check_untouched_release_scores_zero_with_feedback() -> None:
+    out = _k8snet_check(str(REPO / "labs" / LAB / f"{LAB}.ipynb"))
+    assert out.returncode == 1
+    assert out.stdout.strip().splitlines()[-1] == "score: 0/8"
+    assert "there is no pod-a namespace" in out.stdout
+    assert "hint:" in out.stdout and "expected:" in out.stdout
+
+
+def test_k8snet_check_completed_copy_scores_full(tmp_path: Path) -> None:
+    copy = tmp_path / f"{LAB}.ipynb"
+    shutil.copy(REPO / "solutions" / LAB / f"{LAB}.ipynb", copy)
+    out = _k8snet_check(str(copy))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "score: 8/8"
