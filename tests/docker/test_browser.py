@@ -49,6 +49,8 @@ CHROMIUM_ARGS = [
 LAB01 = os.environ.get("K8SNET_DOCKER_LAB", "labs/01-netns-veth/01-netns-veth.ipynb")
 LAB01_CODE_CELLS = int(os.environ.get("K8SNET_DOCKER_LAB_CELLS", "2"))
 KERNEL_TIMEOUT_MS = 90_000
+# The notebook in the active tab (JupyterLab hides the others with lm-mod-hidden).
+VISIBLE_NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 
 
 def api(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -91,14 +93,24 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture()
-def page(browser: Any) -> Iterator[Any]:
-    """A logged-in JupyterLab tab: the printed address with `?token=` sets the login cookie."""
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A logged-in JupyterLab tab: the printed address with `?token=` sets the login cookie.
+
+    When a test fails, a screenshot goes to $K8SNET_DOCKER_ARTIFACTS (default /tmp) so a CI
+    failure shows what the learner would have seen.
+    """
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     tab = context.new_page()
     tab.set_default_timeout(30_000)
     tab.goto(f"{URL}/lab/tree/labs?token={TOKEN}")
     tab.wait_for_selector(".jp-DirListing-content")
+    failed_before = request.session.testsfailed
     yield tab
+    if request.session.testsfailed > failed_before:
+        folder = os.environ.get("K8SNET_DOCKER_ARTIFACTS", "/tmp")
+        shot = os.path.join(folder, f"k8snet-browser-{request.node.name}.png")
+        tab.screenshot(path=shot)
+        print(f"screenshot of the failure: {shot}")
     context.close()
 
 
@@ -113,36 +125,48 @@ def kernels_cleanup() -> Iterator[None]:
 
 
 def run_cells(tab: Any, code_cells: int) -> list[str]:
-    """Run cells from the top with Shift+Enter until `code_cells` code cells ran.
+    """Run the first `code_cells` code cells, in order, each selected and run in place.
 
-    Returns the text of each code cell's output area, waiting for the execution count to
-    appear (the kernel's reply), so a cell whose kernel never answered fails here.
+    Returns the text of each cell's output area, after its execution count appeared (the
+    kernel's reply), so a cell whose kernel never answered fails here. A key press that got
+    lost (the prompt still shows `[ ]`, not the queued `[*]`) is pressed once more.
     """
-    tab.wait_for_selector(".jp-Notebook .jp-Cell")
+    panel = tab.locator(VISIBLE_NOTEBOOK)
+    panel.locator(".jp-Cell").first.wait_for()
     # Keys pressed before the kernel connected can be lost: wait for its idle indicator.
-    tab.wait_for_selector(
-        '.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=KERNEL_TIMEOUT_MS
+    panel.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').wait_for(
+        timeout=KERNEL_TIMEOUT_MS
     )
-    tab.locator(".jp-Notebook .jp-Cell").first.locator(".jp-InputPrompt").click()
+    cells = panel.locator(".jp-Cell.jp-CodeCell")
     outputs: list[str] = []
-    total = tab.locator(".jp-Notebook .jp-Cell").count()
-    for index in range(total):
-        cell = tab.locator(".jp-Notebook .jp-Cell").nth(index)
-        is_code = "jp-CodeCell" in (cell.get_attribute("class") or "")
-        tab.keyboard.press("Shift+Enter")
-        if not is_code:
-            continue
+    for index in range(code_cells):
+        cell = cells.nth(index)
+        cell.wait_for()  # JupyterLab renders long notebooks progressively
         prompt = cell.locator(".jp-InputArea-prompt")
+        for _attempt in range(2):
+            cell.locator(".jp-InputPrompt").click()
+            tab.keyboard.press("Control+Enter")
+            try:
+                sync_api.expect(prompt).not_to_have_text(re.compile(r"^\[ \]"), timeout=5_000)
+                break
+            except AssertionError:
+                continue
         sync_api.expect(prompt).to_have_text(re.compile(r"\[\d+\]"), timeout=KERNEL_TIMEOUT_MS)
         outputs.append(cell.locator(".jp-OutputArea").inner_text())
-        if len(outputs) == code_cells:
-            break
     return outputs
+
+
+def open_notebook(tab: Any, path: str) -> None:
+    """Open one notebook alone: `?reset` drops the tabs JupyterLab would restore from the
+    server-side workspace (an earlier test's notebook, for instance)."""
+    tab.goto(f"{URL}/lab/tree/{path}?reset")
+    tab.locator(VISIBLE_NOTEBOOK).locator(".jp-Cell").first.wait_for()
 
 
 def errors_in(tab: Any) -> list[str]:
     """Tracebacks shown in the notebook (error outputs render with this mime type)."""
-    shown = tab.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+    stderr = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
+    shown = tab.locator(VISIBLE_NOTEBOOK).locator(stderr)
     return [text for text in shown.all_inner_texts() if "Traceback" in text or "Error" in text]
 
 
@@ -179,7 +203,7 @@ def test_a_notebook_runs_the_course_code(page: Any, kernels_cleanup: None) -> No
     }
     api("PUT", f"contents/{name}", {"type": "notebook", "format": "json", "content": notebook})
     try:
-        page.goto(f"{URL}/lab/tree/{name}")
+        open_notebook(page, name)
         [output] = run_cells(page, 1)
         assert "answer 42" in output
         assert "uid 0 ip True bird True" in output
@@ -192,7 +216,7 @@ def test_lab01_first_cells_run_and_show_output(page: Any, kernels_cleanup: None)
     """Lab 01 is in the learner's volume, opens, and its first code cells run cleanly."""
     if not exists(LAB01):
         pytest.skip(f"{LAB01} is not in the image yet")
-    page.goto(f"{URL}/lab/tree/{LAB01}")
+    open_notebook(page, LAB01)
     outputs = run_cells(page, LAB01_CODE_CELLS)
     assert len(outputs) == LAB01_CODE_CELLS, f"only {len(outputs)} code cells in {LAB01}"
     assert any(text.strip() for text in outputs), f"no output from the first cells: {outputs}"
