@@ -165,6 +165,25 @@ def test_loopback_down_no_route_and_wrong_answer(course: GradingCourse) -> None:
     assert "[FAIL] pod-a's lo is DOWN" in feedback
     assert "hint: pod_a.up('lo')" in feedback
     assert "[PASS] pod-a and pod-b are joined by a veth pair" in feedback
+    assert_no_check_code(feedback)
+
+
+def assert_no_check_code(text: str) -> None:
+    """Check code lives in grader/labs; neither release nor feedback copies may carry it."""
+    for marker in (
+        "answers_ping",
+        "veth_to(",
+        "Q1_RIGHT",
+        "BEGIN HIDDEN TESTS",
+        "### BEGIN SOLUTION",
+    ):
+        assert marker not in text
+
+
+def test_release_carries_no_solution_or_check_code() -> None:
+    text = (REPO / "labs" / LAB / f"{LAB}.ipynb").read_text()
+    assert_no_check_code(text)
+    assert 'q1 = \\"b\\"' not in text and 'pod_a.add_veth(\\"eth0\\", pod_b' not in text
 
 
 def test_veth_end_in_wrong_namespace_and_node_end_down(course: GradingCourse) -> None:
