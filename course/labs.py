@@ -16,7 +16,8 @@ LAB_TOPOLOGIES: dict[str, dict[str, Any]] = {
         "cross_node": None,
         "router": True,
     },
-    "06-kube-proxy": {"nodes": 1, "pods_per_node": 4, "pod_network": "bridge"},
+    # pods a, b, c back the Services, pod d is the client; one node, no underlay needed.
+    "06-kube-proxy": {"nodes": 1, "pods_per_node": 4, "pod_network": "bridge", "underlay": False},
 }
 
 
