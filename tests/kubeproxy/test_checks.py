@@ -8,6 +8,7 @@ the payload kube-proxy would write.
 from __future__ import annotations
 
 import random
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -117,9 +118,21 @@ endpoints:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    """node1 with pods a, b, c (backends) and d (the client), bridged on cni0."""
+    """node1 with pods a, b, c (backends listening on 8080) and d (the client), on cni0."""
     with Cluster("06-kube-proxy", nodes=1, pods_per_node=4, underlay=False) as c:
-        yield c
+        listeners = []
+        for pod in c.pods[:3]:
+            with pod.ns.entered():
+                s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((pod.ip, 8080))
+            s.listen(4096)  # the kernel completes handshakes; nobody needs to accept
+            listeners.append(s)
+        try:
+            yield c
+        finally:
+            for s in listeners:
+                s.close()
 
 
 def payload_for(cluster: Cluster, b_ready: bool = True) -> str:
