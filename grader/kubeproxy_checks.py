@@ -2,9 +2,10 @@
 
 The check opens many new TCP connections (each from its own source port, so each one is
 a new conntrack entry that walks the nat table once) from a client pod to ClusterIP:port,
-while listening to the node's conntrack events: the reply side of every new entry names
-the endpoint the DNAT chose, `src=<pod ip> sport=<target port>`. From those counts it decides, in
-this order, each with its own message:
+and reads the node's conntrack (its NEW events, plus a dump of the table): the reply side
+of every entry names the endpoint the DNAT chose, `src=<pod ip> sport=<target port>`.
+A connection with no entry, or whose reply comes from the ClusterIP itself, was not
+translated. From those counts it decides, in this order, each with its own message:
 
 1. no connection was translated          -> no KUBE-SERVICES rule for this ClusterIP:port
 2. some connections were not translated  -> the cascade lost its final unconditional rule
@@ -16,7 +17,9 @@ Step 5 is a chi-square goodness-of-fit test against equal shares. It fails a cor
 rule set with probability at most ALPHA = 1e-6 (the test's size; with ~1000 expected
 connections per endpoint the chi-square approximation is excellent, and the u32 rounding
 of kube-proxy's probabilities moves each share by under 1e-9). Steps 1-4 are exact: a
-correct rule set never trips them. The survival function is computed here in closed form
+correct rule set never trips them, provided every SYN reaches the node; the client paces
+its bursts and leaves time for one SYN retransmission so a busy host does not lose any.
+The whole check takes about 0.3-0.7 s for 3,000 connections once the probe forkserver runs. The survival function is computed here in closed form
 (no SciPy): for k degrees of freedom it is a finite sum of Poisson terms (k even) or
 erfc plus a finite sum (k odd).
 """
