@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -29,8 +30,10 @@ def check(
 ) -> None:
     """Run a lab notebook from the top and grade it: each check, its points, its feedback."""
     from grader.grading import self_check
+    from grader.labs import load_lab
     from grader.nbtools import REPO
 
+    _known_lab(lab, load_lab)
     path = notebook or REPO / "labs" / lab / f"{lab}.ipynb"
     if not path.is_file():
         console.print(f"[red]no notebook at {path}[/]")
@@ -63,7 +66,9 @@ def grade(
 ) -> None:
     """Autograde every submission of a lab with nbgrader; print a score table, write a CSV."""
     from grader.grading import ensure_assignment, grade_one, students, write_csv
+    from grader.labs import load_lab
 
+    _known_lab(lab, load_lab)
     course = course.resolve()
     who = students(course, lab)
     if not who:
@@ -88,6 +93,15 @@ def grade(
     out = csv_path or course / f"grades-{lab}.csv"
     write_csv(rows, out, lab)
     console.print(f"wrote {out}")
+
+
+def _known_lab(lab: str, load_lab: Callable[[str], object]) -> None:
+    """Exit 2 with a readable message when `lab` has no check table in grader/labs."""
+    try:
+        load_lab(lab)
+    except (ValueError, LookupError, ImportError) as exc:
+        console.print(f"[red]unknown lab {lab!r}: {escape(str(exc))}[/]")
+        raise typer.Exit(2) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ from nbgrader.preprocessors import OverwriteCells
 from nbgrader.utils import determine_grade
 from traitlets.config.loader import PyFileConfigLoader
 
-from grader.executor import literal_answers, verdict_outputs
+from grader.executor import literal_answers, snapshot_files, verdict_outputs
 from grader.grading import CELL_TIMEOUT
 from grader.labs import load_lab, module_name
 from grader.nbtools import REPO, lab_ids
@@ -101,3 +101,32 @@ def test_lab_modules_are_found_by_number() -> None:
     assert module_name("01-netns-veth") == "lab01"
     with pytest.raises(ValueError):
         module_name("netns")
+
+
+def test_snapshot_notices_a_rewritten_library_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard against a kernel rewriting library files on disk while grading."""
+    pkg = tmp_path / "k8snet_fake_lib"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "layers.py").write_text("REPLY = None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = snapshot_files(("k8snet_fake_lib",))
+    assert len(before) == 2
+    assert snapshot_files(("k8snet_fake_lib",)) == before
+    (pkg / "layers.py").write_text("REPLY = 'forged echo-reply'\n")
+    assert snapshot_files(("k8snet_fake_lib",)) != before
+
+
+def test_unknown_lab_is_refused_readably() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from grader.cmd_notebooks import register
+
+    app = typer.Typer()
+    register(app)
+    out = CliRunner().invoke(app, ["check", "99-nothing"])
+    assert out.exit_code == 2
+    assert "unknown lab '99-nothing'" in out.output
