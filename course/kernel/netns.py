@@ -271,7 +271,9 @@ class Netns(LinkOps):
         return proc
 
     # --- netfilter -----------------------------------------------------------------------
-    def apply_iptables(self, payload: str, noflush: bool = False, ipv6: bool = False) -> None:
+    def apply_iptables(
+        self, payload: str, noflush: bool = False, ipv6: bool = False, timeout: float = 30.0
+    ) -> None:
         """Apply a whole `iptables-restore` payload in one atomic transaction.
 
         This is how kube-proxy writes its rules: all tables at once, never rule by rule,
@@ -279,7 +281,7 @@ class Netns(LinkOps):
         """
         tool = "ip6tables-restore" if ipv6 else "iptables-restore"
         argv = [tool, "--noflush"] if noflush else [tool]
-        self.run(argv, input=payload)
+        self.run(argv, input=payload, timeout=timeout)
 
     def iptables_save(self, table: str | None = None) -> str:
         argv = ["iptables-save"] + (["-t", table] if table else [])

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from course.topology import Node, Pod
 
 BRIDGE = "cni0"
+# flannel's CNI config sets `"hairpinMode": true`: a pod must be able to reach itself
+# through its own Service IP, which sends the frame back out of the port it came in on.
+HAIRPIN_MODE = True
 
 
 def host_veth_name(pod_ns_name: str, ifname: str = "eth0") -> str:
@@ -39,6 +42,8 @@ def add_pod(node: Node, pod: Pod) -> None:
     """The plugin's ADD: veth pair, node end into cni0, pod end named eth0 with its IP."""
     host_if = host_veth_name(pod.ns.name)
     node.ns.add_veth(host_if, pod.ns, "eth0", master=BRIDGE, up=True)
+    if HAIRPIN_MODE:
+        node.ns.bridge_port(host_if, hairpin=True)
     prefixlen = pod_cidr(node.index).split("/")[1]
     pod.ns.add_address("eth0", f"{pod.ip}/{prefixlen}")
     pod.ns.up("eth0")

@@ -19,6 +19,8 @@ def test_build_follows_the_addressing_plan_and_teardown_leaves_nothing():
         assert [n.ip for n in c.nodes] == ["192.168.1.11", "192.168.1.12"]
         assert [p.ip for p in c.pods] == ["10.244.1.2", "10.244.1.3", "10.244.2.2", "10.244.2.3"]
         assert c.node(1).ns.addresses("cni0") == ["10.244.1.1/24"]
+        port = c.pod("a").host_ifname
+        assert c.node(1).ns.bridge_port_flags(port)["hairpin"]  # flannel's hairpinMode: true
         assert c.pod("a").ns.addresses("eth0") == ["10.244.1.2/24"]
         assert c.client is not None and c.client.ns.addresses("eth0") == ["203.0.113.10/24"]
         assert all(len(name) <= 15 for name in _all_ifnames(c))
