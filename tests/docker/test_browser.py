@@ -102,6 +102,9 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     tab = context.new_page()
     tab.set_default_timeout(30_000)
+    # If JupyterLab asks which kernel to start, answer as a learner would: the default.
+    ask = tab.locator(".jp-Dialog").filter(has_text="Select Kernel")
+    tab.add_locator_handler(ask, lambda dialog: dialog.locator(".jp-mod-accept").click())
     tab.goto(f"{URL}/lab/tree/labs?token={TOKEN}")
     tab.wait_for_selector(".jp-DirListing-content")
     failed_before = request.session.testsfailed
@@ -116,12 +119,16 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
 
 @pytest.fixture()
 def kernels_cleanup() -> Iterator[None]:
-    """Shut down the kernels a test started: a lab kernel may hold namespaces."""
-    before = {k["id"] for k in api("GET", "kernels")}
+    """End the sessions (and so the kernels) a test started: a lab kernel holds namespaces.
+
+    Sessions, not bare kernels: a session left pointing at a deleted kernel makes JupyterLab
+    ask "Select Kernel" the next time the notebook opens.
+    """
+    before = {s["id"] for s in api("GET", "sessions")}
     yield
-    for kernel in api("GET", "kernels"):
-        if kernel["id"] not in before:
-            api("DELETE", f"kernels/{kernel['id']}")
+    for session in api("GET", "sessions"):
+        if session["id"] not in before:
+            api("DELETE", f"sessions/{session['id']}")
 
 
 def run_cells(tab: Any, code_cells: int) -> list[str]:
