@@ -18,7 +18,7 @@ JUPYTER_MARKER=${K8SNET_JUPYTER_MARKER:-/run/k8snet/jupyter}
 seed_workspace() {
     mkdir -p "$WORKSPACE/labs"
     if [[ -d "$RELEASE/labs" ]]; then
-        # -n: never overwrite; -p: keep release timestamps so "unchanged" is visible.
+        # File by file: copy only what is missing; -p keeps the release timestamps.
         (cd "$RELEASE/labs" && find . -name .ipynb_checkpoints -prune -o -type f -print0 |
             while IFS= read -r -d '' f; do
                 if [[ ! -e "$WORKSPACE/labs/$f" ]]; then
