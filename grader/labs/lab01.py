@@ -345,6 +345,27 @@ def q1_delete_one_end(ctx: CheckContext) -> Verdict:
     return Verdict.ok("q1: right, deleting one end of a veth deletes the whole pair")
 
 
+# --- question 2: two pods on one node, each on its own cable ----------------------------------------
+Q2_RIGHT = "b"
+
+
+@judged
+def q2_same_subnet(ctx: CheckContext) -> Verdict:
+    """Predict, then observe: pod-c cannot reach pod-d, nobody answers its ARP."""
+    answer = ctx.answers["q2"]
+    c = netns(ctx, "pod-c", "exercise 4")
+    obs = probes.ping(c.name, POD_IP["pod-d"], timeout=PROBE_TIMEOUT)
+    if not isinstance(answer, str) or answer.strip().lower() != Q2_RIGHT:
+        raise fail(
+            "q2: that is not what the kernel does",
+            sent=f"read q2 from the notebook; then {obs.sent} from pod-c",
+            observed=f"q2 = {answer!r}. The wire: {obs.describe()}",
+            expected="the option matching what the observe cell shows",
+            hint="look at pod-c's `ip neigh` after the ping: who could answer its ARP?",
+        )
+    return Verdict.ok("q2: right, a veth reaches only its other end", observed=obs.describe())
+
+
 LAB = Lab(
     id=LAB_ID,
     title="netns and veth",
@@ -368,6 +389,14 @@ LAB = Lab(
             2,
             "exercise 4: the node reaches its pods",
             ex4_node_reaches_pods,
+        ),
+        Check(
+            "q2-same-subnet",
+            "check-q2",
+            1,
+            "question 2: two pods, two cables",
+            q2_same_subnet,
+            answers=("q2",),
         ),
         Check(
             "q1-delete-one-end",

@@ -7,6 +7,7 @@ that invent replies, silenced tracebacks, an always-equal answer) earns nothing.
 
 Mutants whose target checks do not depend on each other share one submission, to keep
 the suite fast; each assertion names only the check its mutant targets.
+Total: 9 points (exercises 1-4: 1+2+2+2, questions 1 and 2: 1 each).
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def course() -> Iterator[GradingCourse]:
 def test_solution_gets_full_marks(course: GradingCourse) -> None:
     result = course.grade("solution", course.solution())
     assert_full_marks(result)
-    assert result.max_score == 8
+    assert result.max_score == 9
 
 
 def test_release_gets_zero_with_feedback(course: GradingCourse) -> None:
@@ -174,8 +175,8 @@ def assert_no_check_code(text: str) -> None:
         "answers_ping",
         "veth_to(",
         "Q1_RIGHT",
+        "Q2_RIGHT",
         "BEGIN HIDDEN TESTS",
-        "### BEGIN SOLUTION",
     ):
         assert marker not in text
 
@@ -183,12 +184,21 @@ def assert_no_check_code(text: str) -> None:
 def test_release_carries_no_solution_or_check_code() -> None:
     text = (REPO / "labs" / LAB / f"{LAB}.ipynb").read_text()
     assert_no_check_code(text)
+    assert "BEGIN SOLUTION" not in text
+    assert "BEGIN SOLUTION" not in text
     assert 'q1 = \\"b\\"' not in text and 'pod_a.add_veth(\\"eth0\\", pod_b' not in text
 
 
 def test_veth_end_in_wrong_namespace_and_node_end_down(course: GradingCourse) -> None:
-    bad = course.mutant({"ex2-solution": PEER_IN_NODE, "ex4-solution": node_wiring("up")})
-    result = course.grade("wrongns-nodedown", bad)
+    bad = course.mutant(
+        {
+            "ex2-solution": PEER_IN_NODE,
+            "ex4-solution": node_wiring("up"),
+            "answer-q2": 'q2 = "a"',
+        }
+    )
+    result = course.grade("wrongns-nodedown-q2", bad)
+    assert_caught(result, "check-q2", "q2: that is not what the kernel does")
     assert_caught(result, "check-ex2", "the other end of pod-a's eth0 is in the wrong namespace")
     assert "the peer end is in node1" in result.cell_text("check-ex2")
     assert_caught(result, "check-ex4", "node1's veth-c is DOWN")
@@ -219,10 +229,17 @@ def test_forged_grader_functions_score_nothing(course: GradingCourse) -> None:
 def test_invented_replies_silenced_errors_and_always_equal_score_nothing(
     course: GradingCourse,
 ) -> None:
-    bad = course.mutant({"ex1-solution": FORGE_PACKETS, "answer-q1": ALWAYS_EQUAL})
+    bad = course.mutant(
+        {
+            "ex1-solution": FORGE_PACKETS,
+            "answer-q1": ALWAYS_EQUAL,
+            "answer-q2": ALWAYS_EQUAL.replace("q1 =", "q2 ="),
+        }
+    )
     result = course.grade("forge-packets", bad)
     assert_caught(result, "check-ex1", "pod-a's lo is DOWN")
     assert_caught(result, "check-q1", "no answer given")
+    assert_caught(result, "check-q2", "no answer given")
 
 
 # --- the learner's self-check, as the issue's "done means" states it ---------------------------
@@ -236,7 +253,7 @@ def _k8snet_check(*args: str) -> subprocess.CompletedProcess[str]:
 def test_k8snet_check_untouched_release_scores_zero_with_feedback() -> None:
     out = _k8snet_check(str(REPO / "labs" / LAB / f"{LAB}.ipynb"))
     assert out.returncode == 1
-    assert out.stdout.strip().splitlines()[-1] == "score: 0/8"
+    assert out.stdout.strip().splitlines()[-1] == "score: 0/9"
     assert "there is no pod-a namespace" in out.stdout
     assert "hint:" in out.stdout and "expected:" in out.stdout
 
@@ -246,4 +263,4 @@ def test_k8snet_check_completed_copy_scores_full(tmp_path: Path) -> None:
     shutil.copy(REPO / "solutions" / LAB / f"{LAB}.ipynb", copy)
     out = _k8snet_check(str(copy))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "score: 8/8"
+    assert out.stdout.strip().splitlines()[-1] == "score: 9/9"

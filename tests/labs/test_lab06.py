@@ -1,0 +1,163 @@
+"""Lab 06 end to end through the real `nbgrader autograde`: the solution gets full marks, the
+release gets nothing, and each known wrong answer loses the points of the checks meant to catch
+it, with the messages meant for it.
+
+A mutant is the solution notebook with one function edited the way a learner gets it wrong;
+the grader then sees the consequences only through the node's nat table and real connections.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from tests.nbharness import (
+    GradingCourse,
+    assert_caught,
+    assert_full_marks,
+    assert_scores,
+    assert_zero,
+    find_cell,
+)
+
+pytestmark = pytest.mark.slow
+LAB = "06-kube-proxy"
+FULL = {
+    "check-q1": 1,
+    "check-ex3-names": 2,
+    "check-ex3-cascade": 2,
+    "check-ex3-spread": 4,
+    "check-q2": 1,
+    "check-q3": 1,
+    "check-ex4-not-ready": 3,
+    "check-ex5-affinity": 3,
+}
+
+
+@pytest.fixture(scope="module")
+def course() -> Iterator[GradingCourse]:
+    c = GradingCourse.open(LAB)
+    yield c
+    c.close()
+
+
+def source(course: GradingCourse, grade_id: str) -> str:
+    return "".join(find_cell(course.solution(), grade_id)["source"])
+
+
+def edit(course: GradingCourse, grade_id: str, old: str, new: str) -> str:
+    """The solution source of `grade_id` with `old` replaced (it must be there)."""
+    text = source(course, grade_id)
+    assert old in text, f"{old!r} not in {grade_id}"
+    return text.replace(old, new)
+
+
+def test_solution_gets_full_marks(course: GradingCourse) -> None:
+    result = course.grade("solution", course.solution(), feedback=True)
+    assert_full_marks(result)
+    assert result.max_score == sum(FULL.values())
+    assert "0.33333333349, 0.50000000000" in result.cell_text("check-ex3-cascade")
+    assert "spreads new connections evenly" in result.cell_text("check-ex3-spread")
+    assert "(10.244.1.3)" not in result.cell_text("check-ex4-not-ready")
+    assert "KUBE-SVC-CDGGSHYLG3RE2FKL" in result.feedback_html
+
+
+def test_release_gets_zero(course: GradingCourse) -> None:
+    result = course.grade("release", course.release())
+    assert_zero(result)
+    assert_caught(result, "check-ex3-names", "KUBE-SERVICES has no rule for 10.96.0.10:80")
+    assert_caught(result, "check-ex3-spread", "no connection to 10.96.0.10:80 was translated")
+    assert_caught(result, "check-ex5-affinity", "KUBE-SERVICES has no rule for 10.96.0.11:80")
+    assert_caught(result, "check-q1", "no answer given")
+
+
+def test_every_rule_one_over_n_and_no_affinity(course: GradingCourse) -> None:
+    """1/n on every rule skews towards c; sticky rules without affinity spread one client."""
+    nb = course.mutant(
+        {
+            "ex1-solution": edit(
+                course,
+                "ex1-solution",
+                'return [f"{1.0 / (n - i):0.10f}" for i in range(n - 1)] + [None]',
+                'return [f"{1.0 / n:0.10f}"] * (n - 1) + [None]',
+            ),
+            "ex5-solution": "def sticky_service_rules(svc, endpoints):\n"
+            "    return service_rules(svc, endpoints)\n",
+            "answer-q1": 'q1 = "a"',
+        }
+    )
+    result = course.grade("mutant-one-over-n", nb)
+    # with two endpoints left, 1/n is 1/2: exercise 4 is right by luck, as on a real node
+    assert_scores(
+        result,
+        {**FULL, "check-q1": 0, "check-ex3-cascade": 0, "check-ex3-spread": 0,
+         "check-ex5-affinity": 0},
+    )  # fmt: skip
+    assert_caught(result, "check-ex3-cascade", "every rule uses 1/3")
+    assert_caught(result, "check-ex3-spread", "traffic is skewed towards the last endpoint (c)")
+    assert_caught(result, "check-ex5-affinity", "does not look up the client's last endpoint")
+    assert_caught(result, "check-q1", "q1 = 'a'")
+
+
+def test_cascade_without_final_rule(course: GradingCourse) -> None:
+    line = (
+        "        lines.append(f'-A {chain} -m comment --comment \"{spn} -> {ep}\"{stat} -j {sep}')"
+    )
+    nb = course.mutant(
+        {
+            "ex3-solution": edit(course, "ex3-solution", line, "        if p:\n    " + line),
+            "answer-q2": "q2 = 11",
+        }
+    )
+    result = course.grade("mutant-no-final-rule", nb)
+    assert_caught(result, "check-ex3-cascade", "has no final unconditional rule")
+    assert_caught(result, "check-ex3-spread", "were not translated")
+    assert_caught(result, "check-ex4-not-ready", "were not translated")
+    assert_caught(result, "check-q2", "q2 = 11")
+    assert result.cells["check-ex5-affinity"].score == 3
+
+
+def test_missing_kube_services_jump(course: GradingCourse) -> None:
+    text = source(course, "ex3-solution")
+    mutated = re.sub(r"    lines\.append\(\n        f'-A KUBE-SERVICES.*?\n    \)\n", "", text,
+                     flags=re.S)  # fmt: skip
+    assert mutated != text
+    result = course.grade("mutant-no-jump", course.mutant({"ex3-solution": mutated}))
+    assert_caught(result, "check-ex3-names", "KUBE-SERVICES has no rule for 10.96.0.10:80")
+    assert_caught(result, "check-ex3-spread", "no connection to 10.96.0.10:80 was translated")
+    assert_caught(result, "check-ex4-not-ready", "no connection to 10.96.0.10:80 was translated")
+    assert result.cells["check-ex5-affinity"].score == 3
+
+
+def test_dnat_to_the_service_port(course: GradingCourse) -> None:
+    nb = course.mutant(
+        {
+            "ex3-solution": edit(
+                course,
+                "ex3-solution",
+                "-j DNAT --to-destination {ep}",
+                "-j DNAT --to-destination {ep.split(':')[0]}:{port.port}",
+            )
+        }
+    )
+    result = course.grade("mutant-port", nb)
+    assert_caught(result, "check-ex3-names", "wrong target port, the pods serve 8080")
+    assert_caught(result, "check-ex3-spread", "DNATed to the wrong port, not the pods' 8080")
+    assert result.cells["check-ex3-cascade"].score == 2
+
+
+def test_not_ready_pod_without_resync(course: GradingCourse) -> None:
+    nb = course.mutant(
+        {
+            "ex4-solution": edit(course, "ex4-solution", "    sync()\n", ""),
+            "answer-q3": 'q3 = "c"',
+        }
+    )
+    result = course.grade("mutant-no-resync", nb)
+    assert_scores(result, {**FULL, "check-ex4-not-ready": 0, "check-q3": 0})
+    assert_caught(
+        result, "check-ex4-not-ready", "a pod that is not ready still receives new connections"
+    )
+    assert_caught(result, "check-q3", "q3 = 'c'")
