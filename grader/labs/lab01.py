@@ -353,17 +353,18 @@ Q2_RIGHT = "b"
 def q2_same_subnet(ctx: CheckContext) -> Verdict:
     """Predict, then observe: pod-c cannot reach pod-d, nobody answers its ARP."""
     answer = ctx.answers["q2"]
+    if isinstance(answer, str) and answer.strip().lower() == Q2_RIGHT:
+        return Verdict.ok("q2: right, a veth reaches only its other end")
+    # Wrong: show the evidence with a real ping (the learner saw it in the observe cell too).
     c = netns(ctx, "pod-c", "exercise 4")
     obs = probes.ping(c.name, POD_IP["pod-d"], timeout=PROBE_TIMEOUT)
-    if not isinstance(answer, str) or answer.strip().lower() != Q2_RIGHT:
-        raise fail(
-            "q2: that is not what the kernel does",
-            sent=f"read q2 from the notebook; then {obs.sent} from pod-c",
-            observed=f"q2 = {answer!r}. The wire: {obs.describe()}",
-            expected="the option matching what the observe cell shows",
-            hint="look at pod-c's `ip neigh` after the ping: who could answer its ARP?",
-        )
-    return Verdict.ok("q2: right, a veth reaches only its other end", observed=obs.describe())
+    raise fail(
+        "q2: that is not what the kernel does",
+        sent=f"read q2 from the notebook; then {obs.sent} from pod-c",
+        observed=f"q2 = {answer!r}. The wire: {obs.describe()}",
+        expected="the option matching what the observe cell shows",
+        hint="look at pod-c's `ip neigh` after the ping: who could answer its ARP?",
+    )
 
 
 LAB = Lab(
