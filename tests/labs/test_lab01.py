@@ -219,8 +219,11 @@ def test_server_bound_to_every_address(course: GradingCourse) -> None:
 
 
 def test_forged_grader_functions_score_nothing(course: GradingCourse) -> None:
-    # no real work anywhere (exercise 4 does not depend on pod-a, so it is emptied too)
-    forged = course.mutant({"ex1-solution": FORGE_GRADER, "ex4-solution": "pass"})
+    # no real work anywhere: exercise 4 and question 2 do not depend on pod-a, so they are
+    # emptied too (a right prediction written as a literal is real work)
+    forged = course.mutant(
+        {"ex1-solution": FORGE_GRADER, "ex4-solution": "pass", "answer-q2": "pass"}
+    )
     result = course.grade("forge-grader", forged)
     assert_zero(result)
     assert "everything is fine" not in result.cell_text("check-ex1")

@@ -128,7 +128,7 @@ def test_missing_kube_services_jump(course: GradingCourse) -> None:
     assert_caught(result, "check-ex3-names", "KUBE-SERVICES has no rule for 10.96.0.10:80")
     assert_caught(result, "check-ex3-spread", "no connection to 10.96.0.10:80 was translated")
     assert_caught(result, "check-ex4-not-ready", "no connection to 10.96.0.10:80 was translated")
-    assert result.cells["check-ex5-affinity"].score == 3
+    assert_scores(result, {"check-ex3-cascade": 0, "check-ex5-affinity": 3})
 
 
 def test_dnat_to_the_service_port(course: GradingCourse) -> None:
