@@ -290,7 +290,16 @@ def check_cascade(ctx: CheckContext) -> Verdict:
             observed="kube-proxy wrote 0.3333333333; the kernel stores it as a 31-bit "
             "threshold, which iptables prints back as 0.33333333349",
         )
-    if len(got) == n and got[-1] is not None:
+    if not got:
+        raise fail(
+            f"{svc_chain} sends nothing to a KUBE-SEP chain",
+            sent=sent,
+            observed=f"{svc_chain}: {[r.text for r in chain(rules, svc_chain)] or 'empty'}",
+            expected=f"{n} rules, one per endpoint, with the probabilities "
+            f"{', '.join(p or '(no --probability)' for p in want)}",
+            hint="service_rules must write one `-A KUBE-SVC-... -j KUBE-SEP-...` per endpoint",
+        )
+    if got[-1] is not None:
         raise fail(
             f"{svc_chain} has no final unconditional rule",
             sent=sent,
@@ -422,7 +431,8 @@ def check_affinity(ctx: CheckContext) -> Verdict:
             observed=seen,
             expected="every connection from pod d to the same endpoint (sessionAffinity ClientIP)",
             hint="the --rcheck rules read the list the DNAT rule's --set writes: both must use "
-            "the KUBE-SEP chain's name",
+            "the KUBE-SEP chain's name, and the list must hold the client's source address "
+            "(the recent match's default, --rsource)",
         )
     return Verdict.ok(
         f"{STICKY.vip} keeps pod d on one endpoint",
