@@ -72,6 +72,8 @@ COPY docker/jupyter/overrides.json /opt/k8snet/venv/share/jupyter/lab/settings/o
 COPY docker/entrypoint.sh /usr/local/bin/k8snet-entrypoint
 COPY docker/healthcheck.py /usr/local/bin/k8snet-healthcheck
 
+# Lets `docker/smoke.sh` prune the dangling images its rebuilds leave, and nothing else.
+LABEL org.k8s-netlabs.image="lab"
 VOLUME ["/workspace"]
 EXPOSE 8888
 HEALTHCHECK --interval=3s --timeout=3s --start-period=60s --retries=5 \

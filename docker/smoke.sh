@@ -19,7 +19,6 @@
 #   K8SNET_SMOKE_KEEP=1         leave the stack running at the end (for debugging)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPO=$(pwd)
 
 PROJECT=k8snet-smoke
 IMAGE=k8s-netlabs:latest
@@ -127,7 +126,7 @@ seed_base() {
     local t0
     t0=$(now)
     bash docker/seed-base-image.sh
-    TIMING[seed base image (s)]=$(since "$t0")
+    TIMING["seed base image (s)"]=$(since "$t0")
 }
 
 build_image() {
@@ -137,10 +136,10 @@ build_image() {
         tail -40 "$LOG_DIR/build.log" >&2
         die "image build failed"
     }
-    TIMING[image build (s)]=$(since "$t0")
+    TIMING["image build (s)"]=$(since "$t0")
     local bytes
     bytes=$(docker image inspect -f '{{.Size}}' "$IMAGE")
-    TIMING[image size (MB)]=$((bytes / 1000000))
+    TIMING["image size (MB)"]=$((bytes / 1000000))
     passed "image $IMAGE built ($((bytes / 1000000)) MB)"
 }
 
@@ -176,7 +175,7 @@ start_stack() {
     local cid
     cid=$(container_id)
     wait_healthy "$cid" "$t0"
-    TIMING[up to healthy (s)]=$(since "$t0")
+    TIMING["up to healthy (s)"]=$(since "$t0")
     passed "container healthy (${PRIVILEGE_MODE})"
 }
 
@@ -229,10 +228,10 @@ check_lab() {
     in_lab k8snet check "$lab" "/workspace/labs/$lab/$lab.ipynb" \
         >"$LOG_DIR/check-release.log" 2>&1 && rc=0 || rc=$?
     tail -1 "$LOG_DIR/check-release.log"
-    [[ $rc -eq 1 ]] && grep -q '^score: ' "$LOG_DIR/check-release.log" || {
+    if [[ $rc -ne 1 ]] || ! grep -q '^score: ' "$LOG_DIR/check-release.log"; then
         cat "$LOG_DIR/check-release.log"
         die "k8snet check on the learner's untouched $lab: expected a score and exit 1, got $rc"
-    }
+    fi
     passed "k8snet check $lab on the learner's untouched copy: scored, not full marks"
 }
 
@@ -261,7 +260,7 @@ check_browser() {
         .venv/bin/python -m pytest -q -m docker tests/docker/test_browser.py -p no:cacheprovider \
         --noconftest ||
         die "browser test failed"
-    TIMING[browser test (s)]=$(since "$t0")
+    TIMING["browser test (s)"]=$(since "$t0")
     passed "browser test"
 }
 
@@ -279,6 +278,8 @@ teardown() {
     if [[ ${#COMPOSE[@]} -gt 0 && "${K8SNET_SMOKE_KEEP:-0}" != 1 ]] && docker info >/dev/null 2>&1; then
         log "teardown"
         "${COMPOSE[@]}" down -v --remove-orphans >"$LOG_DIR/down.log" 2>&1 || cat "$LOG_DIR/down.log"
+        # Earlier builds of this image that a rebuild left untagged (only ours, by label).
+        docker image prune -f --filter label=org.k8s-netlabs.image >/dev/null 2>&1 || true
         if [[ -n "$(leftovers)" ]]; then
             echo "left behind: $(leftovers | tr '\n' ' ')" >&2
             rc=1
@@ -344,8 +345,8 @@ main() {
     check_lab
     log "browser"
     check_browser
-    TIMING[smoke total (s)]=$(since "$t0")
-    note "total: ${TIMING[smoke total (s)]} s"
+    TIMING["smoke total (s)"]=$(since "$t0")
+    note "total: ${TIMING["smoke total (s)"]} s"
 }
 
 main "$@"
