@@ -29,6 +29,7 @@ HEALTH_TIMEOUT=120
 LOG_DIR=$(mktemp -d /tmp/k8snet-smoke.XXXXXX)
 STARTED_DOCKERD_PID=""
 COMPOSE=()
+PRIVILEGE_MODE=""
 declare -A TIMING=()
 declare -a RESULTS=()
 
@@ -104,11 +105,13 @@ choose_compose_files() {
     if err=$(docker run --rm --privileged --entrypoint true "$BASE_IMAGE" 2>&1); then
         note "privileged containers start here: using docker-compose.yml as it is"
         PRIVILEGE_MODE=privileged
-    else
-        note "this engine refuses privileged containers: ${err##*: unable}"
+    elif [[ "$err" == *"unable to apply caps"* ]]; then
+        note "this engine refuses privileged containers: unable to apply caps"
         note "NOTE: falling back to docker/compose.restricted.yml (same powers, minus one cap)"
         COMPOSE+=(-f docker/compose.restricted.yml)
         PRIVILEGE_MODE=restricted
+    else
+        die "a privileged test container failed for another reason: $err"
     fi
 }
 
