@@ -343,7 +343,12 @@ def check_spread(ctx: CheckContext) -> Verdict:
 @judged
 def check_not_ready(ctx: CheckContext) -> Verdict:
     """After the resync, pod b gets no new connection; a and c share them evenly."""
-    return distribution(ctx, "ac", NOT_READY)
+    verdict = distribution(ctx, "ac", NOT_READY)
+    if verdict.passed:
+        verdict.summary = (
+            f"pod {NOT_READY} (not ready) got no new connection; a and c share them evenly"
+        )
+    return verdict
 
 
 # --- exercise 5: session affinity -------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from course.kernel import Netns
 from course.kubeproxy import (
     EndpointSliceController,
     Proxier,
@@ -59,7 +60,7 @@ class Lab06:
     controller: EndpointSliceController
 
     @property
-    def node(self):  # type: ignore[no-untyped-def]
+    def node(self) -> Netns:
         return self.cluster.node(1).ns
 
     def payload(self, *, b_ready: bool = True) -> str:
