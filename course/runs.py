@@ -21,6 +21,19 @@ PREFIX = os.environ.get("K8SNET_NS_PREFIX", "knl")
 RUN_DIR = Path("/run/k8s-netlabs/runs")
 
 
+def process_start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot): with the pid, names one process for good.
+
+    PIDs are reused, quickly so in a container; the start time tells a new process with an
+    old number from the one that made a run.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
 @dataclass
 class RunRecord:
     prefix: str
@@ -28,6 +41,15 @@ class RunRecord:
     pid: int
     namespaces: list[str] = field(default_factory=list)
     detached: bool = False
+    started: int | None = None  # the owner's start time, see process_start_time
+
+    def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = process_start_time(self.pid)
+
+    def owned_by(self, pid: int) -> bool:
+        """True when process `pid` (the same process, not a reuse of its number) owns it."""
+        return self.pid == pid and self.started == process_start_time(pid)
 
     @property
     def path(self) -> Path:
@@ -40,13 +62,7 @@ class RunRecord:
         tmp.replace(self.path)
 
     def owner_alive(self) -> bool:
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return self.owned_by(self.pid)
 
 
 def new_prefix() -> str:

@@ -42,7 +42,7 @@ def find_run(lab: str, pid: int) -> tuple[str, tuple[str, ...]] | None:
     """
     from course.runs import load_runs
 
-    mine = [r for r in load_runs() if r.lab == lab and r.pid == pid]
+    mine = [r for r in load_runs() if r.lab == lab and r.owned_by(pid)]
     if not mine:
         return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -105,3 +106,13 @@ def _zombie(pid: str) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+def test_a_reused_pid_does_not_own_an_old_run():
+    from course.runs import RunRecord, process_start_time
+
+    me = os.getpid()
+    rec = RunRecord("knl-zzzz", "t-owner", me)
+    assert rec.started == process_start_time(me) and rec.owned_by(me)
+    reused = RunRecord("knl-zzzz", "t-owner", me, started=(rec.started or 0) - 1)
+    assert not reused.owned_by(me) and not reused.owner_alive()
