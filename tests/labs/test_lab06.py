@@ -161,3 +161,20 @@ def test_not_ready_pod_without_resync(course: GradingCourse) -> None:
         result, "check-ex4-not-ready", "a pod that is not ready still receives new connections"
     )
     assert_caught(result, "check-q3", "q3 = 'c'")
+
+
+def test_ready_endpoints_ignoring_readiness(course: GradingCourse) -> None:
+    """Every endpoint of the slice, ready or not: the resync keeps pod b in both Services."""
+    nb = course.mutant(
+        {
+            "ex3-solution": edit(
+                course, "ex3-solution", "if ep.conditions.ready is not False:", "if True:"
+            )
+        }
+    )
+    result = course.grade("mutant-readiness", nb)
+    assert_scores(result, {**FULL, "check-ex4-not-ready": 0, "check-ex5-affinity": 0})
+    assert_caught(
+        result, "check-ex4-not-ready", "a pod that is not ready still receives new connections"
+    )
+    assert_caught(result, "check-ex5-affinity", "does not jump to kube-proxy's KUBE-SEP chains")
