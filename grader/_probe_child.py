@@ -1,6 +1,6 @@
 """What runs inside a probe process: enter a namespace, refresh Scapy's view, run a probe.
 
-The forkserver imports this module (and so Scapy) once; each probe is then a cheap fork
+The forkserver imports Scapy and this module once (the caller's process never needs to); each probe is then a cheap fork
 of a single-threaded process, so `setns` moves the whole probe process into the lab's
 namespace, and Scapy's process-global interface and route tables describe that namespace.
 """
@@ -13,9 +13,6 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-import scapy.all  # noqa: F401  (preloaded in the forkserver: this is the slow import)
-from scapy.config import conf
-
 from course.kernel import _libc
 
 
@@ -25,6 +22,8 @@ def enter(ns_path: str) -> None:
         _libc.setns(fd)
     finally:
         os.close(fd)
+    from scapy.config import conf  # already imported: the forkserver preloads scapy.all
+
     conf.ifaces.reload()
     conf.route.resync()
 

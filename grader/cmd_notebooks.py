@@ -22,10 +22,20 @@ def _fmt(points: float) -> str:
 LabArg = Annotated[str, typer.Argument(help="lab id, e.g. 01-netns-veth")]
 
 
+def _default_notebook(lab: str, repo: Path) -> Path:
+    """The learner's working copy under ./labs (in Docker: /workspace/labs), else the release."""
+    here = Path.cwd() / "labs" / lab / f"{lab}.ipynb"
+    return here if here.is_file() else repo / "labs" / lab / f"{lab}.ipynb"
+
+
 def check(
     lab: LabArg,
     notebook: Annotated[
-        Path | None, typer.Argument(help="notebook to check (default: the lab's release)")
+        Path | None,
+        typer.Argument(
+            help="notebook to check (default: ./labs/<lab>/<lab>.ipynb, your working copy, "
+            "else the course's release copy)"
+        ),
     ] = None,
 ) -> None:
     """Run a lab notebook from the top and grade it: each check, its points, its feedback."""
@@ -34,7 +44,7 @@ def check(
     from grader.nbtools import REPO
 
     _known_lab(lab, load_lab)
-    path = notebook or REPO / "labs" / lab / f"{lab}.ipynb"
+    path = notebook or _default_notebook(lab, REPO)
     if not path.is_file():
         console.print(f"[red]no notebook at {path}[/]")
         raise typer.Exit(2)

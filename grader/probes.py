@@ -34,9 +34,28 @@ def _context() -> Any:
     global _ctx
     if _ctx is None:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["grader._probe_child", "grader.probes"])
+        ctx.set_forkserver_preload(["scapy.all", "grader._probe_child", "grader.probes"])
         _ctx = ctx
     return _ctx
+
+
+def _noop() -> None:
+    """Runs in a forkserver child; returns only once the forkserver has preloaded Scapy."""
+
+
+def warm_up(timeout: float = 30.0) -> None:
+    """Start the probes' forkserver now and wait until it has imported Scapy (about 1 s).
+
+    Call it while nothing is waiting (when a grader starts, before the learner's kernel),
+    so the first probe costs ~0.1 s like every other. Starts no code in any namespace.
+    """
+    from multiprocessing import forkserver
+
+    ctx = _context()
+    forkserver.ensure_running()
+    child = ctx.Process(target=_noop, daemon=True)
+    child.start()
+    child.join(timeout)
 
 
 def _ns_path(ns: Netns | str) -> str:

@@ -214,27 +214,11 @@ def _no_verdict(lab: str, check: str, timeout: float | None) -> Verdict:
     )
 
 
-def _noop() -> None:
-    """Run once in a forkserver child: returns only after the forkserver has preloaded."""
-
-
 def _warm_probes() -> None:
-    """Start the probes' forkserver now and wait until it has imported Scapy (about 1 s).
-
-    This happens while the student's kernel starts, instead of during the first check.
-    The warm-up child runs no code of its own and enters no namespace.
-    """
-    from multiprocessing import forkserver
-
+    """Start the probes' forkserver while the student's kernel starts, not at the first check."""
     from grader import probes
 
-    probes._context()  # sets the forkserver's preload list (grader._probe_child, probes)
-    forkserver.ensure_running()  # the forkserver now imports Scapy in its own process...
-    from grader import _probe_child  # noqa: F401  (...while this one imports it for run_in_netns)
-
-    child = probes._context().Process(target=_noop)
-    child.start()
-    child.join(30)
+    probes.warm_up()
 
 
 def serve(lab: str) -> int:
