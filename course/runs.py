@@ -97,6 +97,8 @@ def reap(lab: str | None = None, everything: bool = False) -> list[str]:
     """
     removed: list[str] = []
     for rec in load_runs():
+        if not rec.prefix.startswith(PREFIX + "-"):
+            continue  # another course (or test) on this machine with its own K8SNET_NS_PREFIX
         if everything or (lab is not None and rec.lab == lab):
             for name in list_netns(rec.prefix + "-"):
                 Netns(name).delete()

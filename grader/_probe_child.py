@@ -22,7 +22,8 @@ def enter(ns_path: str) -> None:
         _libc.setns(fd)
     finally:
         os.close(fd)
-    from scapy.config import conf  # already imported: the forkserver preloads scapy.all
+    import scapy.all  # noqa: F401  (free when the forkserver preloaded it; loud if it failed)
+    from scapy.config import conf
 
     conf.ifaces.reload()
     conf.route.resync()

@@ -116,3 +116,19 @@ def test_a_reused_pid_does_not_own_an_old_run():
     assert rec.started == process_start_time(me) and rec.owned_by(me)
     reused = RunRecord("knl-zzzz", "t-owner", me, started=(rec.started or 0) - 1)
     assert not reused.owned_by(me) and not reused.owner_alive()
+
+
+def test_down_all_leaves_other_prefixes_alone(private_prefix):
+    """`down --all` under one K8SNET_NS_PREFIX must not touch another prefix's runs."""
+    other = f"knt{uuid.uuid4().hex[:4]}"
+    env = {**os.environ, "K8SNET_NS_PREFIX": other}
+    script = (
+        "from course.topology import Cluster; Cluster('t-other', nodes=1, detached=True).build()"
+    )
+    subprocess.run([sys.executable, "-c", script], env=env, check=True)
+    try:
+        subprocess.run([K8SNET, "down", "--all"], check=True, capture_output=True)
+        assert len(_netns(other)) == 2, "another prefix's run was reaped (node1 + underlay)"
+    finally:
+        subprocess.run([K8SNET, "down", "--all"], env=env, capture_output=True)
+    assert _netns(other) == []
