@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from course.kernel import Netns
 from grader import probes
 from grader.labs import Check, CheckContext, Lab
+from grader.labs.common import Failed, fail, judged
 from grader.verdict import Verdict
 
 LAB_ID = "01-netns-veth"
@@ -33,31 +34,6 @@ POD_IP = {
 SERVER_PORT = 8080
 PROBE_TIMEOUT = 0.5
 T = TypeVar("T")
-
-
-class Failed(Exception):
-    """Carries the first failed verdict out of a chain of small inspections."""
-
-    def __init__(self, verdict: Verdict) -> None:
-        super().__init__(verdict.summary)
-        self.verdict = verdict
-
-
-def fail(summary: str, *, sent: str, observed: str, expected: str, hint: str) -> Failed:
-    return Failed(Verdict.fail(summary, sent=sent, observed=observed, expected=expected, hint=hint))
-
-
-def judged(check: Any) -> Any:
-    """Turn a check written as a chain of `raise fail(...)` into one returning a Verdict."""
-
-    def run(ctx: CheckContext) -> Verdict:
-        try:
-            return check(ctx)
-        except Failed as exc:
-            return exc.verdict
-
-    run.__doc__ = check.__doc__
-    return run
 
 
 def concurrently(*calls: Callable[[], T]) -> list[T]:

@@ -17,6 +17,7 @@ from typing import Any
 from course.addressing import node_ip, pod_gateway, pod_ip
 from course.kernel import Netns
 from grader.labs import Check, CheckContext, Lab
+from grader.labs.common import question
 from grader.probes import Frame, Observation, ping, sniff_while
 from grader.verdict import Verdict
 
@@ -587,46 +588,37 @@ def _routed_node_problem(node: NodeView, pod: PodView, obs: Observation) -> Verd
 
 
 # --- predict, then observe ------------------------------------------------------------------------------
-def _question(name: str, right: object, explain: str, options: str) -> Callable[..., Verdict]:
-    def judge(ctx: CheckContext) -> Verdict:
-        answer = ctx.answers.get(name)
-        if answer == right and type(answer) is type(right):
-            return Verdict.ok(f"{name}: right. {explain}")
-        return Verdict.fail(
-            f"{name}: not what the packets show",
-            sent=f"read your answer {name} from the notebook",
-            observed=f"{name} = {answer!r}",
-            expected=options,
-            hint="run the observation cells below the question and compare both nodes",
-        )
-
-    judge.__name__ = f"check_{name}"
-    return judge
-
-
-Q1 = _question(
+Q1 = question(
     "q1",
     "routed",
     "Only a router decrements the TTL; a bridge passes frames on untouched.",
     "one of 'bridge', 'routed', 'both', 'neither'",
+    evidence="the packets show",
+    hint="run the observation cells below the question and compare both nodes",
 )
-Q2 = _question(
+Q2 = question(
     "q2",
     {"bridge": "sender", "routed": "node"},
     "A switched frame keeps the sender's MAC; a routed packet is re-framed by the node's veth.",
     "a dict {'bridge': ..., 'routed': ...} with values 'sender' or 'node'",
+    evidence="the packets show",
+    hint="run the observation cells below the question and compare both nodes",
 )
-Q3 = _question(
+Q3 = question(
     "q3",
     {"bridge": "a", "routed": "b"},
     "cni0's address gives the node one connected /24; Calico adds one /32 per pod instead.",
     "a dict {'bridge': ..., 'routed': ...} with values 'a', 'b' or 'c'",
+    evidence="the packets show",
+    hint="run the observation cells below the question and compare both nodes",
 )
-Q4 = _question(
+Q4 = question(
     "q4",
     {"bridge": "a", "routed": "b"},
     "Only a bridge learns MACs; routed mode has no forwarding database to fill.",
     "a dict {'bridge': ..., 'routed': ...} with values 'a', 'b' or 'c'",
+    evidence="the packets show",
+    hint="run the observation cells below the question and compare both nodes",
 )
 
 

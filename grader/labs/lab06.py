@@ -35,6 +35,7 @@ from grader.kubeproxy_checks import (
     parse_conntrack,
 )
 from grader.labs import Check, CheckContext, Lab
+from grader.labs.common import fail, judged, question
 from grader.probes import run_in_netns
 from grader.verdict import Verdict
 
@@ -126,32 +127,6 @@ def nat_rules(node: Netns) -> list[Rule]:
 
 def chain(rules: list[Rule], name: str) -> list[Rule]:
     return [r for r in rules if r.chain == name]
-
-
-class Failed(Exception):
-    """Carries the first failed verdict out of a chain of small inspections."""
-
-    def __init__(self, verdict: Verdict) -> None:
-        super().__init__(verdict.summary)
-        self.verdict = verdict
-
-
-def fail(summary: str, *, sent: str, observed: str, expected: str, hint: str) -> Failed:
-    return Failed(Verdict.fail(summary, sent=sent, observed=observed, expected=expected, hint=hint))
-
-
-def judged(check: Callable[[CheckContext], Verdict]) -> Callable[[CheckContext], Verdict]:
-    """Turn a check written as a chain of `raise fail(...)` into one returning a Verdict."""
-
-    def run(ctx: CheckContext) -> Verdict:
-        try:
-            return check(ctx)
-        except Failed as exc:
-            return exc.verdict
-
-    run.__doc__ = check.__doc__
-    run.__name__ = check.__name__
-    return run
 
 
 def open_ns(ctx: CheckContext, role: str) -> Netns:
@@ -447,43 +422,29 @@ def check_affinity(ctx: CheckContext) -> Verdict:
 
 
 # --- predict, then observe ----------------------------------------------------------------------
-def _question(name: str, right: object, explain: str, options: str) -> Callable[..., Verdict]:
-    def judge(ctx: CheckContext) -> Verdict:
-        answer = ctx.answers.get(name)
-        if answer == right and type(answer) is type(right):
-            return Verdict.ok(f"{name}: right. {explain}")
-        return Verdict.fail(
-            f"{name}: not what the kernel shows",
-            sent=f"read your answer {name} from the notebook",
-            observed=f"{name} = {answer!r}",
-            expected=options,
-            hint="run the observation cells after the question and compare",
-        )
-
-    judge.__name__ = f"check_{name}"
-    return judge
-
-
-Q1 = _question(
+Q1 = question(
     "q1",
     "b",
     "iptables stores 0.3333333333 as the threshold 715827883 out of 2^31 and prints that "
     "back with 11 decimals: 0.33333333349.",
     "one of 'a', 'b', 'c', 'd'",
+    evidence="the kernel shows",
 )
-Q2 = _question(
+Q2 = question(
     "q2",
     1,
     "Only the first packet of a connection walks the nat table; conntrack applies the same "
     "DNAT to every later packet (and un-DNATs the replies).",
     "a whole number of packets, such as 1 or 10",
+    evidence="the kernel shows",
 )
-Q3 = _question(
+Q3 = question(
     "q3",
     "a",
     "conntrack keeps the connection's DNAT until it ends; only new connections walk the "
     "updated rules.",
     "one of 'a', 'b', 'c'",
+    evidence="the kernel shows",
 )
 
 
