@@ -588,37 +588,41 @@ def _routed_node_problem(node: NodeView, pod: PodView, obs: Observation) -> Verd
 
 
 # --- predict, then observe ------------------------------------------------------------------------------
-Q1 = question(
+def _question(name: str, right: object, explain: str, options: str) -> Callable[..., Verdict]:
+    """Lab 02's questions are all answered by comparing what the two nodes put on the wire."""
+    return question(
+        name,
+        right,
+        explain,
+        options,
+        evidence="the packets show",
+        hint="run the observation cells below the question and compare both nodes",
+    )
+
+
+Q1 = _question(
     "q1",
     "routed",
     "Only a router decrements the TTL; a bridge passes frames on untouched.",
     "one of 'bridge', 'routed', 'both', 'neither'",
-    evidence="the packets show",
-    hint="run the observation cells below the question and compare both nodes",
 )
-Q2 = question(
+Q2 = _question(
     "q2",
     {"bridge": "sender", "routed": "node"},
     "A switched frame keeps the sender's MAC; a routed packet is re-framed by the node's veth.",
     "a dict {'bridge': ..., 'routed': ...} with values 'sender' or 'node'",
-    evidence="the packets show",
-    hint="run the observation cells below the question and compare both nodes",
 )
-Q3 = question(
+Q3 = _question(
     "q3",
     {"bridge": "a", "routed": "b"},
     "cni0's address gives the node one connected /24; Calico adds one /32 per pod instead.",
     "a dict {'bridge': ..., 'routed': ...} with values 'a', 'b' or 'c'",
-    evidence="the packets show",
-    hint="run the observation cells below the question and compare both nodes",
 )
-Q4 = question(
+Q4 = _question(
     "q4",
     {"bridge": "a", "routed": "b"},
     "Only a bridge learns MACs; routed mode has no forwarding database to fill.",
     "a dict {'bridge': ..., 'routed': ...} with values 'a', 'b' or 'c'",
-    evidence="the packets show",
-    hint="run the observation cells below the question and compare both nodes",
 )
 
 
