@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+_BEFORE = pytest.StashKey[dict[str, str]]()
+
 HOST_SYSCTLS = [
     "net.ipv4.ip_forward",
     "net.ipv4.conf.all.rp_filter",
@@ -50,14 +52,25 @@ def host_snapshot() -> dict[str, str]:
     return snap
 
 
-@pytest.fixture(scope="session", autouse=True)
-def island_guard():
-    """Every lab is an island: the host namespace must be identical after the suite."""
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Snapshot the host once, in the process that owns the whole run.
+
+    With pytest-xdist the workers run the tests and this (controller) process only collects
+    their reports, so the snapshot brackets every worker's tests: taking it per worker would
+    see the other workers' namespaces come and go.
+    """
+    if _is_xdist_worker(session.config):
+        return
     if os.geteuid() != 0:
         pytest.exit("the k8s-netlabs suite builds real namespaces: run it as root", returncode=2)
-    before = host_snapshot()
-    yield
-    after = host_snapshot()
+    session.config.stash[_BEFORE] = host_snapshot()
+
+
+def island_diff(before: dict[str, str], after: dict[str, str]) -> list[str]:
     diffs = []
     for key in before:
         if before[key] != after[key]:
@@ -65,4 +78,22 @@ def island_guard():
                 before[key].splitlines(), after[key].splitlines(), "before", "after", lineterm=""
             )
             diffs.append(f"host {key} changed:\n" + "\n".join(diff))
-    assert not diffs, "the test suite changed the host's network namespace:\n" + "\n".join(diffs)
+    return diffs
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every lab is an island: the host namespace must be identical after the suite."""
+    before = session.config.stash.get(_BEFORE, None)
+    if before is None:
+        return
+    diffs = island_diff(before, host_snapshot())
+    if diffs:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        text = "the test suite changed the host's network namespace:\n" + "\n".join(diffs)
+        if reporter is not None:
+            reporter.write_sep("=", "island check FAILED", red=True)
+            reporter.write_line(text)
+        else:
+            print(text)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
