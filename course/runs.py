@@ -42,6 +42,10 @@ class RunRecord:
     namespaces: list[str] = field(default_factory=list)
     detached: bool = False
     started: int | None = None  # the owner's start time, see process_start_time
+    # break/fix exercises (course.faults): the seed used when $K8SNET_LEARNER is unset, and
+    # which faults each catalogue injected into this run
+    faults_seed: str | None = None
+    faults: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.started is None:
