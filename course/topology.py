@@ -83,7 +83,8 @@ class Cluster:
         nodes: how many nodes (node N is `nodeN`, 192.168.1.(10+N), pods in 10.244.N.0/24).
         pods_per_node: pods to create on every node, named a, b, c, ... across the cluster.
         pods: instead of pods_per_node, explicit pod names per node index: {1: ["web"]}.
-        pod_network: "bridge", "routed" or None (pods get only a namespace with lo up).
+        pod_network: "bridge", "routed", "cni" (through a CNI runtime, course.podnet.cni) or
+            None (pods get only a namespace with lo up).
         cross_node: "host-gw" (routes to other nodes' pod ranges via their node IP) or None.
         underlay: connect the nodes' eth0 to one switch on 192.168.1.0/24.
         router, client: an external client 203.0.113.10 behind a router at 192.168.1.1.
@@ -161,6 +162,10 @@ class Cluster:
         for ns in reversed(list(self.namespaces.values())):
             ns.delete(inside)
         self.namespaces.clear()
+        if self.pod_network == "cni":  # host-local's reservations and the result cache
+            from course.podnet.cni import forget_run
+
+            forget_run(self.prefix)
         self.record.path.unlink(missing_ok=True)
         self.built = False
         _LIVE.discard(self)

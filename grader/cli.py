@@ -23,6 +23,7 @@ _COMMAND_MODULES: list[str] = [
     "grader.cmd_runtime",
     "grader.cmd_proxy_rules",
     "grader.cmd_notebooks",
+    "grader.cmd_cni",
 ]
 
 
