@@ -8,15 +8,28 @@ CLUSTER_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/12"
 UNDERLAY_CIDR = "192.168.1.0/24"
 UNDERLAY_GATEWAY = "192.168.1.1"
+# A second node subnet behind the same router (lab 03: nodes that are not L2 neighbours).
+UNDERLAY2_CIDR = "192.168.2.0/24"
+UNDERLAY2_GATEWAY = "192.168.2.1"
 CLIENT_CIDR = "203.0.113.0/24"
 CLIENT_GATEWAY = "203.0.113.1"
 CLIENT_IP = "203.0.113.10"
 NODEPORT_RANGE = (30000, 32767)
 
 
-def node_ip(n: int) -> str:
-    """Node N sits on the underlay at 192.168.1.(10+N)."""
-    return str(ipaddress.ip_network(UNDERLAY_CIDR)[10 + n])
+def node_ip(n: int, subnet: int = 1) -> str:
+    """Node N sits on the underlay at 192.168.1.(10+N) (192.168.2.(10+N) on subnet 2)."""
+    return str(ipaddress.ip_network(underlay_cidr(subnet))[10 + n])
+
+
+def underlay_cidr(subnet: int = 1) -> str:
+    """The node network of subnet 1 (192.168.1.0/24) or 2 (192.168.2.0/24)."""
+    return {1: UNDERLAY_CIDR, 2: UNDERLAY2_CIDR}[subnet]
+
+
+def underlay_gateway(subnet: int = 1) -> str:
+    """The router's address on that node subnet: every node's default gateway."""
+    return {1: UNDERLAY_GATEWAY, 2: UNDERLAY2_GATEWAY}[subnet]
 
 
 def pod_cidr(n: int) -> str:

@@ -16,6 +16,15 @@ LAB_TOPOLOGIES: dict[str, dict[str, Any]] = {
         "cross_node": None,
         "router": True,
     },
+    # three nodes, two pods each, behind a router; `k8snet up 03-across-nodes --mode bgp`
+    # picks another way across (vxlan, bgp, host-gw, underlay).
+    "03-across-nodes": {
+        "nodes": 3,
+        "pods_per_node": 2,
+        "pod_network": "bridge",
+        "cross_node": "vxlan",
+        "router": True,
+    },
     # pods a, b, c back the Services, pod d is the client; one node, no underlay needed.
     "06-kube-proxy": {"nodes": 1, "pods_per_node": 4, "pod_network": "bridge", "underlay": False},
 }

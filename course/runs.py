@@ -19,6 +19,19 @@ from course.kernel import Netns, list_netns
 # test that must not touch anyone else's labs) can pick another with K8SNET_NS_PREFIX.
 PREFIX = os.environ.get("K8SNET_NS_PREFIX", "knl")
 RUN_DIR = Path("/run/k8s-netlabs/runs")
+# Files a run's daemons need (BIRD's config, control socket, pid file, log), one folder per run.
+STATE_DIR = Path("/run/k8s-netlabs/state")
+
+
+def state_dir(prefix: str) -> Path:
+    """Where the run `prefix` keeps daemon files; removed with the run."""
+    return STATE_DIR / prefix
+
+
+def remove_state_dir(prefix: str) -> None:
+    import shutil
+
+    shutil.rmtree(state_dir(prefix), ignore_errors=True)
 
 
 def process_start_time(pid: int) -> int | None:
@@ -105,11 +118,14 @@ def reap(lab: str | None = None, everything: bool = False) -> list[str]:
             continue  # another course (or test) on this machine with its own K8SNET_NS_PREFIX
         if everything or (lab is not None and rec.lab == lab):
             for name in list_netns(rec.prefix + "-"):
-                Netns(name).delete()
+                Netns(name).delete()  # kills what runs inside first (BIRD included)
                 removed.append(name)
+            remove_state_dir(rec.prefix)
             rec.path.unlink(missing_ok=True)
     if everything:
         for name in list_netns(PREFIX + "-"):
             Netns(name).delete()
             removed.append(name)
+        for folder in STATE_DIR.glob(PREFIX + "-*") if STATE_DIR.is_dir() else []:
+            remove_state_dir(folder.name)
     return removed

@@ -14,12 +14,14 @@ killed process left.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import string
 import subprocess
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -28,7 +30,8 @@ from course import addressing
 from course.kernel import Netns
 from course.kernel.netns import pids_by_netns
 from course.podnet import load as load_pod_network
-from course.runs import RunRecord, new_prefix
+from course.podnet import load_cross_node
+from course.runs import RunRecord, new_prefix, remove_state_dir
 
 UNDERLAY_BRIDGE = "br0"
 
@@ -73,6 +76,12 @@ class Node:
     ip: str
     pod_cidr: str
     pods: list[Pod] = field(default_factory=list)
+    subnet: int = 1
+
+    @property
+    def gateway(self) -> str:
+        """The router's address on this node's subnet (its default gateway)."""
+        return addressing.underlay_gateway(self.subnet)
 
 
 class Cluster:
@@ -85,9 +94,14 @@ class Cluster:
         pods: instead of pods_per_node, explicit pod names per node index: {1: ["web"]}.
         pod_network: "bridge", "routed", "cni" (through a CNI runtime, course.podnet.cni) or
             None (pods get only a namespace with lo up).
-        cross_node: "host-gw" (routes to other nodes' pod ranges via their node IP) or None.
+        cross_node: how pods on different nodes reach each other (see `course.podnet`):
+            "host-gw" (static routes via node IPs), "vxlan" (flannel's overlay), "bgp"
+            (BIRD on every node, Calico style), "underlay" (pods hold node-network
+            addresses, VPC-CNI style), or None.
         underlay: connect the nodes' eth0 to one switch on 192.168.1.0/24.
         router, client: an external client 203.0.113.10 behind a router at 192.168.1.1.
+        subnets: 2 puts the last node on a second node subnet, 192.168.2.0/24, behind the
+            router (so it is not an L2 neighbour of the others); implies a router.
     """
 
     def __init__(
@@ -103,6 +117,7 @@ class Cluster:
         client: bool = False,
         prefix: str | None = None,
         detached: bool = False,
+        subnets: int = 1,
     ) -> None:
         self.lab = lab
         self.prefix = prefix or new_prefix()
@@ -111,8 +126,11 @@ class Cluster:
         self._spec_pods = pods or self._default_pods(nodes, pods_per_node)
         self.pod_network = pod_network
         self.cross_node = cross_node if nodes > 1 else None
-        self.want_underlay = underlay or router
-        self.want_router = router or client
+        if subnets not in (1, 2):
+            raise ValueError("subnets must be 1 or 2")
+        self.subnets = subnets if nodes > 1 else 1
+        self.want_underlay = underlay or router or self.subnets == 2
+        self.want_router = router or client or self.subnets == 2
         self.want_client = client
         self.namespaces: dict[str, Netns] = {}
         self.nodes: list[Node] = []
@@ -120,6 +138,11 @@ class Cluster:
         self.underlay: Host | None = None
         self.router: Host | None = None
         self.client: Host | None = None
+        self.underlay2: Host | None = None
+        # Run first at teardown, before any namespace goes (BIRD is stopped this way).
+        self.teardown_hooks: list[Callable[[], None]] = []
+        # What a cross-node mode could not set up (e.g. host-gw routes to another subnet).
+        self.cross_node_errors: list[str] = []
         self.built = False
 
     @staticmethod
@@ -158,6 +181,10 @@ class Cluster:
 
     def destroy(self) -> None:
         """Delete every namespace of this run (idempotent; safe from signal handlers)."""
+        while self.teardown_hooks:
+            hook = self.teardown_hooks.pop()
+            with contextlib.suppress(Exception):  # a hook must never keep namespaces alive
+                hook()
         inside = pids_by_netns()  # one scan of /proc for all namespaces
         for ns in reversed(list(self.namespaces.values())):
             ns.delete(inside)
@@ -166,6 +193,7 @@ class Cluster:
             from course.podnet.cni import forget_run
 
             forget_run(self.prefix)
+        remove_state_dir(self.prefix)
         self.record.path.unlink(missing_ok=True)
         self.built = False
         _LIVE.discard(self)
@@ -186,12 +214,15 @@ class Cluster:
         if self.want_underlay:
             self.underlay = Host("underlay", self.netns("underlay"))
             self.underlay.ns.add_bridge(UNDERLAY_BRIDGE, up=True)
+        if self.subnets == 2:
+            self.underlay2 = Host("underlay2", self.netns("underlay2"))
+            self.underlay2.ns.add_bridge(UNDERLAY_BRIDGE, up=True)
         for n in range(1, self._spec_nodes + 1):
             self._add_node(n)
         if self.want_router:
             self._add_router()
-        if self.cross_node == "host-gw":
-            self._host_gw_routes()
+        if self.cross_node:
+            load_cross_node(self.cross_node).connect(self)
 
     def _add_node(self, n: int) -> Node:
         ns = self.netns(f"node{n}")
@@ -199,29 +230,38 @@ class Cluster:
         ns.sysctl("net.ipv4.ip_forward", 0)
         ns.sysctl("net.ipv4.conf.all.rp_filter", 0)
         ns.sysctl("net.ipv4.conf.default.rp_filter", 0)
-        node = Node(n, f"node{n}", ns, addressing.node_ip(n), addressing.pod_cidr(n))
+        subnet = 2 if self.subnets == 2 and n == self._spec_nodes else 1
+        ip = addressing.node_ip(n, subnet)
+        node = Node(n, f"node{n}", ns, ip, addressing.pod_cidr(n), subnet=subnet)
         self.nodes.append(node)
         if self.underlay:
-            self._plug_underlay(ns, f"node{n}", f"{node.ip}/24")
+            switch = self.underlay2 if subnet == 2 else self.underlay
+            self._plug_underlay(ns, f"node{n}", f"{node.ip}/24", switch)
         plugin = load_pod_network(self.pod_network) if self.pod_network else None
         if plugin:
             plugin.setup_node(node)
+        # A pod network may hand out addresses of its own (underlay pods use node-network ones).
+        pod_ip = getattr(plugin, "pod_ip", None)
         for k, pod_name in enumerate(self._spec_pods.get(n, [])):
             pod_ns = self.netns(f"node{n}-{pod_name}")
             pod_ns.sysctl("net.ipv4.conf.all.rp_filter", 0)
-            pod = Pod(pod_name, node, pod_ns, addressing.pod_ip(n, k))
+            ip = pod_ip(node, k) if pod_ip else addressing.pod_ip(n, k)
+            pod = Pod(pod_name, node, pod_ns, ip)
             node.pods.append(pod)
             self.pods.append(pod)
             if plugin:
                 plugin.add_pod(node, pod)
         return node
 
-    def _plug_underlay(self, ns: Netns, port: str, cidr: str) -> None:
+    def _plug_underlay(
+        self, ns: Netns, port: str, cidr: str, switch: Host | None = None, ifname: str = "eth0"
+    ) -> None:
         """A veth from `ns` (its `eth0`) to a port of the underlay switch."""
-        assert self.underlay is not None
-        self.underlay.ns.add_veth(port, ns, "eth0", master=UNDERLAY_BRIDGE, up=True)
-        ns.add_address("eth0", cidr)
-        ns.up("eth0")
+        switch = switch or self.underlay
+        assert switch is not None
+        switch.ns.add_veth(port, ns, ifname, master=UNDERLAY_BRIDGE, up=True)
+        ns.add_address(ifname, cidr)
+        ns.up(ifname)
 
     def _add_router(self) -> None:
         ns = self.netns("router")
@@ -229,8 +269,12 @@ class Cluster:
         ns.sysctl("net.ipv4.conf.all.rp_filter", 0)
         self._plug_underlay(ns, "router", f"{addressing.UNDERLAY_GATEWAY}/24")
         self.router = Host("router", ns, addressing.UNDERLAY_GATEWAY)
+        if self.underlay2 is not None:
+            # eth2, not eth1: eth1 is the client's side in every lab.
+            gw2 = f"{addressing.UNDERLAY2_GATEWAY}/24"
+            self._plug_underlay(ns, "router", gw2, self.underlay2, ifname="eth2")
         for node in self.nodes:
-            node.ns.add_route("0.0.0.0/0", via=addressing.UNDERLAY_GATEWAY)
+            node.ns.add_route("0.0.0.0/0", via=node.gateway)
         if self.want_client:
             cns = self.netns("client")
             ns.add_veth("eth1", cns, "eth0")
@@ -242,12 +286,8 @@ class Cluster:
             self.client = Host("client", cns, addressing.CLIENT_IP)
 
     def _host_gw_routes(self) -> None:
-        """flannel's host-gw backend: reach node M's pods via node M's underlay address."""
-        for node in self.nodes:
-            node.ns.sysctl("net.ipv4.ip_forward", 1)
-            for peer in self.nodes:
-                if peer is not node:
-                    node.ns.add_route(peer.pod_cidr, via=peer.ip)
+        """flannel's host-gw backend (see `course.podnet.hostgw`)."""
+        load_cross_node("host-gw").connect(self)
 
     # --- lookups -------------------------------------------------------------------------------
     def node(self, index: int) -> Node:

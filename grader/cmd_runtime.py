@@ -30,9 +30,15 @@ def doctor() -> None:
     console.print("[green]everything the labs need is here[/]")
 
 
-def up(lab: str = typer.Argument("sandbox", help="lab id, e.g. 01-netns-veth")) -> None:
+def up(
+    lab: str = typer.Argument("sandbox", help="lab id, e.g. 01-netns-veth"),
+    mode: str = typer.Option(
+        None, "--mode", help="how pods reach other nodes: vxlan, bgp, host-gw or underlay"
+    ),
+) -> None:
     """Build a lab's cluster and leave it running (explore it with `ip netns exec`)."""
     from course.labs import topology
+    from course.podnet import POD_NETWORK_OF
     from course.topology import Cluster
 
     try:
@@ -40,6 +46,13 @@ def up(lab: str = typer.Argument("sandbox", help="lab id, e.g. 01-netns-veth")) 
     except KeyError as exc:
         console.print(f"[red]{exc.args[0]}[/]")
         raise typer.Exit(2) from None
+    if mode is not None:
+        if mode not in POD_NETWORK_OF:
+            console.print(
+                f"[red]unknown mode {mode!r}; choose one of {', '.join(POD_NETWORK_OF)}[/]"
+            )
+            raise typer.Exit(2)
+        spec = {**spec, "cross_node": mode, "pod_network": POD_NETWORK_OF[mode]}
     cluster = Cluster(lab, detached=True, **spec).build()
     table = Table(title=f"{lab} is up (run {cluster.prefix})")
     for col in ("role", "namespace", "addresses"):

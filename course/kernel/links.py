@@ -21,6 +21,7 @@ RT_SCOPES = {"universe": 0, "site": 200, "link": 253, "host": 254}
 RTNH_F_ONLINK = 4
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
+NTF_PROXY = 0x08
 
 
 def _err(ns: Any, what: str, exc: NetlinkError) -> Exception:
@@ -124,6 +125,7 @@ class LinkOps:
                     "scope": m["scope"],
                     "type": m["type"],
                     "onlink": bool(m["flags"] & RTNH_F_ONLINK),
+                    "proto": m["proto"],
                 }
             )
         return out
@@ -317,10 +319,40 @@ class LinkOps:
             for m in self.ipr.get_neighbours(family=socket.AF_INET, **kw)
         ]
 
-    def add_fdb(self, mac: str, dev: str, dst: str | None = None) -> None:
-        """`bridge fdb append MAC dev DEV [dst IP]`: for VXLAN, which node IP holds MAC."""
+    def add_fdb(self, mac: str, dev: str, dst: str | None = None, replace: bool = False) -> None:
+        """`bridge fdb append|replace MAC dev DEV [dst IP] self permanent`.
+
+        For VXLAN: which node IP holds MAC. `replace` (what flanneld does) leaves one entry
+        per MAC; `append` adds another destination next to the existing ones.
+        """
         kw: dict[str, Any] = {"ifindex": self.index(dev), "lladdr": mac, "state": NUD_PERMANENT}
         if dst:
             kw["dst"] = dst
             kw["flags"] = NTF_SELF
-        self.ipr.fdb("append", **kw)
+        self.ipr.fdb("replace" if replace else "append", **kw)
+
+    def fdb(self, dev: str) -> list[dict[str, Any]]:
+        """`bridge fdb show dev DEV`: MAC and (for VXLAN) destination node IP of every entry."""
+        return [
+            {"mac": m.get_attr("NDA_LLADDR"), "dst": m.get_attr("NDA_DST"), "state": m["state"]}
+            for m in self.ipr.fdb("dump", ifindex=self.index(dev))
+            if m["ifindex"] == self.index(dev)
+        ]
+
+    def add_proxy_neighbour(self, ip: str, dev: str) -> None:
+        """`ip neigh add proxy IP dev DEV`: answer ARP for IP on DEV although IP is elsewhere."""
+        try:
+            self.ipr.neigh("add", dst=ip, ifindex=self.index(dev), flags=NTF_PROXY)
+        except NetlinkError as exc:
+            raise _err(self, f"proxy neighbour {ip} on {dev}", exc) from exc
+
+    def proxy_neighbours(self, dev: str | None = None) -> list[str]:
+        """`ip neigh show proxy`: the addresses this namespace answers ARP for on others' behalf.
+
+        Read through `ip -j` (one process): pyroute2 0.9's neighbour dump drops the
+        NTF_PROXY request flag, so it never lists proxy entries.
+        """
+        import json
+
+        argv = ["ip", "-j", "neigh", "show", "proxy"] + (["dev", dev] if dev else [])
+        return [e["dst"] for e in json.loads(self.run(argv).stdout or "[]")]  # type: ignore[attr-defined]
