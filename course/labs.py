@@ -27,6 +27,9 @@ LAB_TOPOLOGIES: dict[str, dict[str, Any]] = {
     },
     # pods a, b, c back the Services, pod d is the client; one node, no underlay needed.
     "06-kube-proxy": {"nodes": 1, "pods_per_node": 4, "pod_network": "bridge", "underlay": False},
+    # node1 (pod a on cni0) forwards to pod b on node2 over the underlay: the three paths
+    # (forwarded, to a node process, from a node process) are all taken in node1.
+    "05-netfilter-order": {"nodes": 2, "pods_per_node": 1, "pod_network": "bridge"},
 }
 
 

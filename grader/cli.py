@@ -24,6 +24,7 @@ _COMMAND_MODULES: list[str] = [
     "grader.cmd_proxy_rules",
     "grader.cmd_notebooks",
     "grader.cmd_cni",
+    "grader.cmd_trace",
 ]
 
 
