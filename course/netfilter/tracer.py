@@ -241,6 +241,7 @@ class Trace:
     result: Any = None
     elapsed_ms: float = 0.0
     raw: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # ms per phase
 
     def path(self, packet: int = 0) -> list[tuple[str, str]]:
         """The (table, chain) pairs packet `packet` (default the first) walked, in order."""
@@ -588,29 +589,50 @@ def trace(
     if not ns.exists():
         raise TraceError(f"network namespace {ns.name!r} does not exist")
     name = f"{TABLE_PREFIX}{os.getpid()}_{next(_counter)}"
-    t0 = time.perf_counter()
+    clock = _Clock()
     with _namespace_lock(ns):
         remove_stale_traces(ns)
         monitor = _Monitor(ns)
         try:
             monitor.wait_subscribed(READY_TIMEOUT)
+            clock.lap("monitor")
             ns.apply_nft(_table_payload(name, match))
             _live_tables[name] = ns
             start = monitor.wait_for(rf"^add table ip {name}\b", READY_TIMEOUT)
+            clock.lap("enable")
             try:
                 result = send()
                 if settle:
                     time.sleep(settle)
+                clock.lap("send")
             finally:
                 ns.run(["nft", "delete", "table", "ip", name], check=False)
                 _live_tables.pop(name, None)
             end = monitor.wait_for(rf"^delete table ip {name}\b", READY_TIMEOUT)
+            clock.lap("disable")
         finally:
             monitor.stop()
     raw = monitor.lines[start:end]
     packets = parse_trace_lines(raw, name)
     _name_rules(ns, packets)
-    return Trace(ns.name, match, packets, result, (time.perf_counter() - t0) * 1000, raw)
+    clock.lap("collect")
+    return Trace(ns.name, match, packets, result, clock.total(), raw, clock.laps)
+
+
+class _Clock:
+    """Milliseconds spent in each phase of a trace (the benchmark reports them)."""
+
+    def __init__(self) -> None:
+        self.t0 = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = (now - self.last) * 1000
+        self.last = now
+
+    def total(self) -> float:
+        return (time.perf_counter() - self.t0) * 1000
 
 
 def _name_rules(ns: Netns, packets: list[TracedPacket]) -> None:
