@@ -26,6 +26,7 @@ import re
 import signal
 import subprocess
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,15 +63,34 @@ def resolve(where: Where, cluster: Any = None) -> tuple[str, Netns]:
     """
     if isinstance(where, Netns):
         return _role_of(where), where
-    if cluster is None:
-        cluster = _current_cluster()
     if cluster is not None and where in cluster.namespaces:
         return where, cluster.namespaces[where]
+    if cluster is None:
+        found = _from_notebook(where)
+        if found is not None:
+            return found
     ns = Netns(where)
     if ns.exists():
         return _role_of(ns), ns
+    cluster = cluster if cluster is not None else _current_cluster()
     known = ", ".join(cluster.namespaces) if cluster is not None else "(no current lab run)"
     raise CaptureError(f"no namespace for {where!r}; roles of the current run: {known}")
+
+
+def _from_notebook(role: str) -> tuple[str, Netns] | None:
+    """`course.notebook.namespace_of`: roles and their aliases (`a` for `node1-a`)."""
+    try:
+        from course import notebook  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    namespace_of = getattr(notebook, "namespace_of", None)
+    if namespace_of is None:
+        return None
+    try:
+        name, record = namespace_of(role)
+    except Exception:
+        return None
+    return name[len(record.prefix) + 1 :], Netns(name)
 
 
 def _current_cluster() -> Any:
@@ -131,7 +151,8 @@ class Tap:
         # -U --immediate-mode: every packet reaches the file at once (libpcap otherwise
         # holds packets in its ring for up to a second, and a quick SIGINT loses them).
         # -Z root: Debian's tcpdump would drop to user tcpdump, which cannot write here.
-        cmd = ["tcpdump", "-i", self.iface, "-w", str(self.path), "-U", "--immediate-mode"]
+        # -p: no promiscuous mode, so capturing never changes how the lab behaves.
+        cmd = ["tcpdump", "-p", "-i", self.iface, "-w", str(self.path), "-U", "--immediate-mode"]
         cmd += ["-n", "-Z", "root", "--time-stamp-precision=nano", "-c", str(count)]
         cmd += [self.bpf] if self.bpf else []
         return ["nsenter", f"--net={self.ns.path}", "--", *cmd]
@@ -165,20 +186,24 @@ class Tap:
         msg = buf.decode(errors="replace").strip() or "no output"
         raise CaptureError(f"tcpdump on {self.where} did not start: {msg}")
 
+    def interrupt(self) -> None:
+        """SIGINT makes tcpdump flush and close its file (several taps: signal all, then wait)."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGINT)
+
     def stop(self) -> None:
-        """SIGINT makes tcpdump flush and close its file; SIGKILL if it does not obey."""
+        """Interrupt, wait for the exit (SIGKILL if tcpdump does not obey), collect stderr."""
         proc = self.proc
         if proc is None:
             return
-        if proc.poll() is None:
+        self.interrupt()
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         if proc.stderr is not None:
             with contextlib.suppress(OSError, TypeError, ValueError):
                 self.stderr = (proc.stderr.read() or b"").decode(errors="replace")
@@ -210,6 +235,12 @@ class Row:
     outer: str = ""
     vni: int | None = None
     direction: str = ""  # "out" (sent by this interface), "in", or "" when unknown
+    sport: int | None = None
+    dport: int | None = None
+    icmp_type: int | None = None
+    icmp_id: int | None = None
+    quoted: dict[str, Any] = field(default_factory=dict)  # inside an ICMP error
+    fingerprint: int = 0  # CRC of the frame's bytes: the same frame seen at two places
     packet: Any = field(default=None, repr=False, compare=False)
 
     def text(self, macs: bool = False) -> str:
@@ -249,7 +280,7 @@ def _describe_one(pkt: Any) -> dict[str, Any]:
     from scapy.layers.l2 import ARP, Ether
 
     d: dict[str, Any] = {"src": "", "dst": "", "proto": pkt.lastlayer().name, "summary": ""}
-    d["ttl"] = None
+    d.update(ttl=None, sport=None, dport=None, icmp_type=None, icmp_id=None, quoted={})
     if Ether in pkt:
         d["src_mac"], d["dst_mac"] = pkt[Ether].src, pkt[Ether].dst
         d["src"], d["dst"] = pkt[Ether].src, pkt[Ether].dst
@@ -270,6 +301,9 @@ def _describe_one(pkt: Any) -> dict[str, Any]:
     if ICMP in pkt:
         icmp = pkt[ICMP]
         d["proto"] = "ICMP"
+        d["icmp_type"] = int(icmp.type)
+        d["icmp_id"] = int(icmp.id) if icmp.type in (0, 8) else None
+        d["quoted"] = _quoted(icmp)
         kind = icmp.sprintf("%ICMP.type%")
         if icmp.type in (0, 8):
             d["summary"] = f"echo-{'reply' if icmp.type == 0 else 'request'} id {icmp.id:#06x} "
@@ -279,15 +313,32 @@ def _describe_one(pkt: Any) -> dict[str, Any]:
     elif TCP in pkt:
         t = pkt[TCP]
         d["proto"] = "TCP"
+        d["sport"], d["dport"] = int(t.sport), int(t.dport)
         d["summary"] = f"{t.sport} > {t.dport} [{t.flags}] {ttl}"
     elif UDP in pkt:
         u = pkt[UDP]
         d["proto"] = "UDP"
+        d["sport"], d["dport"] = int(u.sport), int(u.dport)
         d["summary"] = f"{u.sport} > {u.dport} len {u.len - 8} {ttl}"
     else:
         d["proto"] = ip.lastlayer().name
         d["summary"] = ttl
     return d
+
+
+def _quoted(icmp: Any) -> dict[str, Any]:
+    """The packet an ICMP error quotes (its first bytes): who sent what that failed."""
+    from scapy.layers.inet import ICMPerror, IPerror, TCPerror, UDPerror
+
+    if icmp.type not in (3, 4, 5, 11, 12) or IPerror not in icmp:
+        return {}
+    q: dict[str, Any] = {"src": icmp[IPerror].src, "dst": icmp[IPerror].dst}
+    for layer in (TCPerror, UDPerror):
+        if layer in icmp:
+            q["sport"], q["dport"] = int(icmp[layer].sport), int(icmp[layer].dport)
+    if ICMPerror in icmp:
+        q["icmp_id"] = icmp[ICMPerror].id
+    return q
 
 
 def _is_noise(pkt: Any) -> bool:
@@ -332,7 +383,12 @@ def read_rows(
     for ts, where, mac, pkt in found:
         if not noise and _is_noise(pkt):
             continue
-        d = describe(pkt)
+        try:
+            d = describe(pkt)
+        except Exception:  # a frame Scapy cannot take apart still gets a row
+            d = {"src": "", "dst": "", "proto": "?", "summary": pkt.summary(), "ttl": None}
+            d.update(outer="", vni=None, sport=None, dport=None, icmp_type=None, icmp_id=None)
+            d["quoted"] = {}
         direction = ""
         if mac and d.get("src_mac"):
             direction = "out" if d["src_mac"] == mac else "in"
@@ -341,19 +397,42 @@ def read_rows(
                 t=ts - t0, where=where, src=d["src"], dst=d["dst"], proto=d["proto"],
                 summary=d["summary"], src_mac=d.get("src_mac", ""),
                 dst_mac=d.get("dst_mac", ""), ttl=d["ttl"], outer=d["outer"], vni=d["vni"],
-                direction=direction, packet=pkt,
+                direction=direction, packet=pkt, sport=d["sport"], dport=d["dport"],
+                icmp_type=d["icmp_type"], icmp_id=d["icmp_id"], quoted=d["quoted"],
+                fingerprint=zlib.crc32(bytes(pkt)),
             )
         )  # fmt: skip
     return rows
+
+
+def read_rows_to(
+    conn: Any, paths: Sequence[tuple[str, Path, str | None]], t0: float | None, noise: bool
+) -> None:
+    """`read_rows` for another process: sends the rows (without Scapy objects) over `conn`."""
+    try:
+        rows = read_rows(paths, t0, noise)
+        for row in rows:
+            row.packet = None
+        conn.send(("ok", rows))
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+# How pcaps become rows: `read_rows` here; the grader reads them in a process that has
+# Scapy loaded already (importing it costs about a second).
+Reader = Callable[[Sequence[tuple[str, Path, "str | None"]], "float | None", bool], list[Row]]
 
 
 # --- the capture -------------------------------------------------------------------------------
 class Capture:
     """Packets seen on one or more interfaces while something ran; a table and a pcap."""
 
-    def __init__(self, taps: list[Tap], noise: bool = False) -> None:
+    def __init__(self, taps: list[Tap], noise: bool = False, reader: Reader | None = None) -> None:
         self.taps = taps
         self.noise = noise
+        self.reader = reader or read_rows
         self.rows: list[Row] = []
         self.started = 0.0
         self.pcap: Path | None = None
@@ -375,6 +454,8 @@ class Capture:
 
     def stop_taps(self) -> None:
         for tap in self.taps:
+            tap.interrupt()
+        for tap in self.taps:
             tap.stop()
 
     def stop(self) -> Capture:
@@ -382,7 +463,7 @@ class Capture:
         time.sleep(0.01)  # a reply still crossing the last veth when the action returned
         self.stop_taps()
         paths = [(tap.where, tap.path, tap.mac) for tap in self.taps]
-        self.rows = read_rows(paths, t0=self.started, noise=self.noise)
+        self.rows = self.reader(paths, self.started, self.noise)
         self.pcap = self._merged()
         return self
 
@@ -393,7 +474,7 @@ class Capture:
 
         first = self.taps[0].path
         merged = first.with_name(first.name.split("-", 1)[0] + "-merged.pcap")
-        packets = [row.packet for row in self.rows]
+        packets = [row.packet for row in self.rows if row.packet is not None]
         if packets:
             wrpcap(str(merged), packets)
             return merged
@@ -471,7 +552,10 @@ def _taps(
         path = folder / f"{stamp}-{role}-{iface}.pcap"
         tap = Tap(role, ns, iface, path, bpf)
         with contextlib.suppress(Exception):
-            tap.mac = ns.link(iface)["mac"]
+            link = ns.link(iface)
+            # A bridge port forwards frames that are neither from nor to its own MAC: no
+            # direction can be read from the MACs there.
+            tap.mac = None if link["master"] else link["mac"]
         ns.close()
         taps.append(tap)
     return taps
@@ -486,6 +570,7 @@ def capture(
     cluster: Any = None,
     folder: Path | None = None,
     count: int = 10000,
+    reader: Reader | None = None,
 ) -> Capture:
     """Start capturing; use it as a context manager so tcpdump always stops.
 
@@ -499,7 +584,7 @@ def capture(
     if not points:
         raise CaptureError("capture(): name a namespace and an interface")
     taps = _taps(points, _bpf(filter, noise), cluster, folder)  # type: ignore[arg-type]
-    return Capture(taps, noise).start(count)
+    return Capture(taps, noise, reader).start(count)
 
 
 def capture_while(

@@ -110,7 +110,10 @@ def _still_there(faults: list[Fault], ctx: CheckContext) -> list[Fault]:
 def hint(faults: list[Fault], attempt: int, total: int) -> str:
     """Level 1 (where the packet stops), from the 2nd failed attempt on also level 2."""
     first = faults[0]
-    count = f"{len(faults)} of your {total} faults" if total > 1 else "your fault"
+    if total > 1:
+        count = f"{len(faults)} of your {total} faults {'is' if len(faults) == 1 else 'are'}"
+    else:
+        count = "Your fault is"
     text = f"{count} still there. Where it stops: {first.where}."
     if attempt >= 2:
         text += f" Look at {first.look_at}."
@@ -129,6 +132,13 @@ def _not_injected(catalogue: Catalogue) -> Verdict:
     )
 
 
+def _carry(source: Verdict, target: Verdict) -> Verdict:
+    """Keep the probe's details and packet journey on the break/fix verdict."""
+    target.details = source.details
+    target.journey, target.journey_dot = source.journey, source.journey_dot
+    return target
+
+
 def check(
     catalogue: Catalogue, probe: Callable[[CheckContext], Verdict], *, key: str | None = None
 ) -> CheckFn:
@@ -142,8 +152,7 @@ def check(
         verdict = probe(ctx)
         if verdict.passed:
             done = Verdict.ok(f"repaired: {verdict.summary}", verdict.sent, verdict.observed)
-            done.details = verdict.details
-            return done
+            return _carry(verdict, done)
         n = count_attempt(ctx.prefix, key)
         who = identity(record, create=False) or ""
         drawn = draw(catalogue, who)
@@ -155,8 +164,7 @@ def check(
             expected=verdict.expected,
             hint=hint(left, n, len(drawn)),
         )
-        failed.details = verdict.details
-        return failed
+        return _carry(verdict, failed)
 
     run.__name__ = f"breakfix_{re.sub(r'[^A-Za-z0-9]', '_', catalogue.name)}"
     run.__doc__ = f"Break/fix {catalogue.name}: the probe passes with every drawn fault repaired."

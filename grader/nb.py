@@ -58,5 +58,9 @@ def check(lab: str, check_id: str) -> None:
     answers = _answers_from_kernel(chk.answers)
     verdict = verify_in_subprocess(lab, check_id, pid=os.getpid(), answers=answers)
     print(verdict.render())
+    if verdict.journey_dot:
+        from grader.journey import show
+
+        show(verdict)  # the packet's path as a picture, under the verdict text
     if not verdict.passed:
         raise CheckFailed(verdict.summary)

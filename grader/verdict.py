@@ -24,6 +24,9 @@ class Verdict:
     expected: str = ""
     hint: str = ""
     details: list[str] = field(default_factory=list)
+    # the probe's packet hop by hop (grader.journey): text, and graphviz source for notebooks
+    journey: str = ""
+    journey_dot: str = ""
 
     @classmethod
     def ok(cls, summary: str, sent: str = "", observed: str = "") -> Verdict:
@@ -55,4 +58,6 @@ class Verdict:
             if text:
                 lines.append(f"  {label + ':':9} {text}")
         lines.extend(f"  {line}" for line in self.details)
+        if self.journey:
+            lines.extend(f"  {line}" for line in self.journey.splitlines())
         return "\n".join(lines)

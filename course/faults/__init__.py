@@ -8,8 +8,8 @@ learner's identity: neighbours get different faults, and the same learner always
 same ones (the grader re-creates them from the same identity).
 
 The identity is `$K8SNET_LEARNER` (the grading executor sets it to nbgrader's student id);
-without it, a random seed is stored in the run record at the first draw, so re-running the
-cell in the same kernel keeps the same faults.
+without it, a random seed (one per kernel) is stored in the run record at the first draw, so
+re-running the cells, even rebuilding the lab, in the same kernel keeps the same faults.
 
 A fault carries two hints and never its own name in feedback: level 1 says where the packet
 stops, level 2 which object to look at. The fix itself is the learner's. The grader side of
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 # Roles -> namespaces: `Cluster.namespaces` in the notebook, a lookup by name in the grader.
 Roles = Mapping[str, "Netns"]
 IDENTITY_ENV = "K8SNET_LEARNER"
+# One seed per Python process (a notebook's kernel): a lab rebuilt in the same kernel gets
+# the same faults again. It is copied into each run record, where the grader reads it.
+_KERNEL_SEED = secrets.token_hex(8)
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def identity(record: Any, create: bool = True) -> str | None:
     if not getattr(record, "faults_seed", None):
         if not create:
             return None
-        record.faults_seed = secrets.token_hex(8)
+        record.faults_seed = _KERNEL_SEED
         record.save()
     return f"seed:{record.faults_seed}"
 
