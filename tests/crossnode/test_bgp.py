@@ -25,7 +25,8 @@ K8SNET = str(Path(sys.executable).with_name("k8snet"))
 
 
 def birds_of(prefix: str) -> list[int]:
-    """BIRD processes whose command line names this run's state folder."""
+    """BIRD processes whose command line names this run's state folder (or any folder of
+    runs under this namespace prefix, when given `kl3x-` with the dash)."""
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -34,7 +35,8 @@ def birds_of(prefix: str) -> list[int]:
                 state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
-            if cmd.startswith(b"bird ") and f"/{prefix}/".encode() in cmd and state != "Z":
+            folder = f"/{prefix}" + ("" if prefix.endswith("-") else "/")
+            if cmd.startswith(b"bird ") and folder.encode() in cmd and state != "Z":
                 found.append(int(entry.name))
     return found
 
