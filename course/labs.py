@@ -30,6 +30,14 @@ LAB_TOPOLOGIES: dict[str, dict[str, Any]] = {
     # node1 (pod a on cni0) forwards to pod b on node2 over the underlay: the three paths
     # (forwarded, to a node process, from a node process) are all taken in node1.
     "05-netfilter-order": {"nodes": 2, "pods_per_node": 1, "pod_network": "bridge"},
+    # a and dns on node1, the web pods b and c on node2; the client 203.0.113.10 is outside
+    # (course.nodeport starts the servers, kube-proxy on both nodes and the cluster DNS).
+    "07-nodeport-masquerade": {
+        "nodes": 2,
+        "pods": {1: ["a", "dns"], 2: ["b", "c"]},
+        "router": True,
+        "client": True,
+    },
 }
 
 

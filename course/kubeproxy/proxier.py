@@ -253,6 +253,9 @@ class ProxierOptions:
     random_fully: bool = True  # iptables >= 1.6.2 has --random-fully
     nfacct: bool = False  # nfacct counters exist (needs nfnetlink_acct objects)
     conntrack_tcp_be_liberal: bool = False
+    # False: write neither KUBE-MARK-MASQ's nor KUBE-POSTROUTING's rules and leave both
+    # chains alone (lab 07's learner writes them; kubelets before KEP-3178 wrote them too).
+    masquerade_rules: bool = True
 
     @property
     def mark(self) -> str:
@@ -326,6 +329,8 @@ class Proxier:
         if self.options.localhost_nodeports:
             netns.sysctl("net.ipv4.conf.all.route_localnet", 1)
         ensure_jump_rules(netns)
+        if not self.options.masquerade_rules:  # not in the payload, but jumped to from it
+            netns.run(["iptables", "-w", "-t", "nat", "-N", KUBE_MARK_MASQ_CHAIN], check=False)
         self.need_full_sync = False
 
 
@@ -423,16 +428,16 @@ class _SyncWriter:
             KUBE_PROXY_FIREWALL_CHAIN,
         ):
             self.filter_chains.write(make_chain_line(chain))
-        for chain in (
-            KUBE_SERVICES_CHAIN,
-            KUBE_NODEPORTS_CHAIN,
-            KUBE_POSTROUTING_CHAIN,
-            KUBE_MARK_MASQ_CHAIN,
-        ):
+        nat = [KUBE_SERVICES_CHAIN, KUBE_NODEPORTS_CHAIN]
+        if self.o.masquerade_rules:  # declaring a chain in the payload flushes it
+            nat += [KUBE_POSTROUTING_CHAIN, KUBE_MARK_MASQ_CHAIN]
+        for chain in nat:
             self.nat_chains.write(make_chain_line(chain))
 
     def write_postrouting_and_mark_rules(self) -> None:
         """Masquerade only what KUBE-MARK-MASQ marked, and clear the mark first."""
+        if not self.o.masquerade_rules:
+            return
         mark = self.o.mark
         self.nat_rules.write(
             "-A", KUBE_POSTROUTING_CHAIN, "-m", "mark", "!", "--mark", f"{mark}/{mark}",

@@ -1,0 +1,321 @@
+"""Who sees whose address: tagged connections, watched where they arrive and where replies go.
+
+A *tagged probe* is a real TCP connection (the client's kernel, `connect()`) from its own
+source port that sends a unique line, its tag. While the probes run, sniffers sit on the
+interfaces that matter (the receiving pods' `eth0`, the client's `eth0`), so every packet
+of every probe can be told apart by its source port, and the first data packet by its tag.
+From that the checks read, for each probe:
+
+- which pod received it, and the source address **the pod saw** (in the captured packet
+  that carries the tag, and in the pod's own reply, which must agree);
+- what came back to the client: the answer, or a SYN-ACK from an address the client never
+  contacted (the reply bypassed the node that translated the request);
+- what the node's conntrack holds for it: the DNAT (reply source = pod) and the SNAT
+  (reply destination = the node) of one connection.
+
+Everything here observes; nothing changes the lab.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from course.kernel import Netns
+from course.whoami import PORT as SERVER_PORT
+from course.whoami import Answer, tagged_connections
+from grader.probes import ProbeError, run_in_netns
+
+
+# --- capture, inside a namespace (runs in a probe child) ----------------------------------------
+@dataclass(frozen=True)
+class Seen:
+    """One TCP segment captured at a place, reduced to what the verdicts talk about."""
+
+    place: str
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    flags: str
+    payload: bytes = b""
+
+    def describe(self) -> str:
+        data = f" carrying {self.payload[:40]!r}" if self.payload else ""
+        return (
+            f"{self.flags} {self.src}:{self.sport} -> {self.dst}:{self.dport}{data} at {self.place}"
+        )
+
+
+def _sniff_tcp(
+    place: str, iface: str, bpf: str, seconds: float, ready: Any, stop: Any
+) -> list[Seen]:
+    from scapy.layers.inet import IP, TCP
+    from scapy.packet import Raw
+    from scapy.sendrecv import AsyncSniffer
+
+    sniffer = AsyncSniffer(iface=iface, filter=bpf, started_callback=ready.set, store=True)
+    sniffer.start()
+    stop.wait(seconds)
+    time.sleep(0.05)  # segments still in flight when the client finished
+    sniffer.stop()
+    out = []
+    for p in sniffer.results or []:
+        if IP in p and TCP in p:
+            payload = bytes(p[Raw].load) if Raw in p else b""
+            out.append(
+                Seen(place, p[IP].src, p[IP].dst, p[TCP].sport, p[TCP].dport,
+                     str(p[TCP].flags), payload)
+            )  # fmt: skip
+    return out
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where to watch: a namespace, an interface in it, and a name for the verdicts."""
+
+    label: str
+    ns: Netns
+    iface: str = "eth0"
+    bpf: str = "tcp"
+
+
+def watch_while(
+    places: list[Place], action: Callable[[], Any], max_seconds: float = 8.0
+) -> tuple[Any, list[Seen]]:
+    """Start a sniffer at every place, run `action()`, stop them; return both results."""
+    from grader.probes import _context
+
+    ctx = _context()
+    stop = ctx.Event()
+    readies = [ctx.Event() for _ in places]
+    results: dict[int, Any] = {}
+
+    def sniff(i: int, place: Place) -> None:
+        try:
+            results[i] = run_in_netns(
+                place.ns, _sniff_tcp, place.label, place.iface, place.bpf, max_seconds,
+                readies[i], stop, timeout=max_seconds + 8,
+            )  # fmt: skip
+        except ProbeError as exc:
+            results[i] = exc
+            readies[i].set()
+
+    threads = [
+        threading.Thread(target=sniff, args=(i, p), daemon=True) for i, p in enumerate(places)
+    ]
+    for t in threads:
+        t.start()
+    for i, ready in enumerate(readies):
+        if not ready.wait(max_seconds + 5):
+            stop.set()
+            raise ProbeError(f"sniffer at {places[i].label} did not start")
+    try:
+        outcome = action()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(max_seconds + 10)
+    seen: list[Seen] = []
+    for i in range(len(places)):
+        got = results.get(i)
+        if isinstance(got, Exception):
+            raise got
+        seen.extend(got or [])
+    return outcome, seen
+
+
+# --- tagged probes --------------------------------------------------------------------------------
+@dataclass
+class Probe:
+    """One tagged connection: what the client got back, and every segment seen of it."""
+
+    tag: str
+    sport: int
+    answer: Answer
+    segments: list[Seen] = field(default_factory=list)
+
+    @property
+    def connected(self) -> bool:
+        return self.answer.pod is not None
+
+    def at(self, place: str) -> list[Seen]:
+        return [s for s in self.segments if s.place == place]
+
+    def tagged_arrival(self) -> Seen | None:
+        """The data segment carrying this probe's tag into a pod's server (port 8080)."""
+        for s in self.segments:
+            if (
+                s.place != "client"
+                and s.dport == SERVER_PORT
+                and s.payload.startswith(self.tag.encode())
+            ):
+                return s
+        return None
+
+    def syn_arrivals(self) -> list[Seen]:
+        """SYNs of this probe that reached a pod (matched by the client's source port on
+        the way in; after a masquerade the port may change, see `probes_from`)."""
+        return [s for s in self.segments if s.place != "client" and s.flags == "S"]
+
+    def replies_at_client(self) -> list[Seen]:
+        return [s for s in self.at("client") if s.dport == self.sport and "S" in s.flags]
+
+
+def new_tags(count: int, prefix: str = "k8snet") -> list[str]:
+    run = uuid.uuid4().hex[:6]
+    return [f"{prefix}-{run}-{i:04d}" for i in range(count)]
+
+
+def probes_from(
+    client: Netns,
+    dst: str,
+    port: int,
+    places: list[Place],
+    count: int = 3,
+    timeout: float = 1.5,
+    sport_base: int = 41000,
+) -> list[Probe]:
+    """`count` tagged connections from `client` to dst:port, watched at `places`.
+
+    A segment belongs to a probe when one of its ports is the probe's source port (at
+    the client, before any NAT; at a pod, when nothing changed it), or when it is part
+    of a pod-side flow whose first data segment carried the probe's tag.
+    """
+    tags = new_tags(count)
+
+    def connect() -> list[Answer]:
+        limit = timeout * 3 + 10
+        return run_in_netns(
+            client, tagged_connections, dst, port, tags, timeout, sport_base, timeout=limit
+        )
+
+    answers, seen = watch_while(places, connect, max_seconds=timeout * 3 + 5)
+    by_tag = {a.tag: a for a in answers}
+    probes = [Probe(t, by_tag[t].sport, by_tag[t]) for t in tags]
+    by_sport = {p.sport: p for p in probes}
+    flows: dict[tuple[str, str, int], Probe] = {}  # (place, peer ip, peer port) -> probe
+    for s in seen:
+        owner = next((p for p in probes if s.payload.startswith(p.tag.encode())), None)
+        if owner is not None and s.place != "client":
+            flows[(s.place, s.src, s.sport)] = owner
+    for s in seen:
+        if s.place == "client":  # before any NAT: the client's own source port
+            owner = by_sport.get(s.sport) or by_sport.get(s.dport)
+        else:  # after NAT: the flow that carried the tag, or an unchanged source port
+            owner = (
+                flows.get((s.place, s.src, s.sport))
+                or flows.get((s.place, s.dst, s.dport))
+                or by_sport.get(s.sport)
+                or by_sport.get(s.dport)
+            )
+        if owner is not None:
+            owner.segments.append(s)
+    return probes
+
+
+# --- conntrack ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CtEntry:
+    """One `conntrack -L` line: the original direction and the reply direction."""
+
+    line: str
+    orig_src: str
+    orig_dst: str
+    orig_sport: int
+    orig_dport: int
+    reply_src: str
+    reply_dst: str
+    reply_sport: int
+    reply_dport: int
+
+    @property
+    def dnat(self) -> bool:
+        """The reply comes from someone else than the original destination: DNAT."""
+        return self.reply_src != self.orig_dst
+
+    @property
+    def snat(self) -> bool:
+        """The reply goes to someone else than the original source: SNAT (masquerade)."""
+        return self.reply_dst != self.orig_src
+
+
+def conntrack_entries(node: Netns, *filters: str) -> list[CtEntry]:
+    out = node.run(["conntrack", "-L", "-p", "tcp", *filters], check=False).stdout
+    entries = []
+    for line in out.splitlines():
+        f: dict[str, list[str]] = {}
+        for word in line.split():
+            k, sep, v = word.partition("=")
+            if sep:
+                f.setdefault(k, []).append(v)
+        if len(f.get("src", [])) < 2:
+            continue
+        entries.append(
+            CtEntry(line, f["src"][0], f["dst"][0], int(f["sport"][0]), int(f["dport"][0]),
+                    f["src"][1], f["dst"][1], int(f["sport"][1]), int(f["dport"][1]))
+        )  # fmt: skip
+    return entries
+
+
+def entry_for(entries: list[CtEntry], client_ip: str, sport: int) -> CtEntry | None:
+    return next((e for e in entries if e.orig_src == client_ip and e.orig_sport == sport), None)
+
+
+def pods_by_ip(pods: Mapping[str, str]) -> dict[str, str]:
+    return {ip: name for name, ip in pods.items()}
+
+
+# --- many connections at once ---------------------------------------------------------------
+@dataclass
+class Bulk:
+    """Many tagged connections: who answered, what source each pod saw, and the failures."""
+
+    answers: list[Answer]
+    seconds: float
+
+    @property
+    def answered(self) -> list[Answer]:
+        return [a for a in self.answers if a.pod is not None]
+
+    @property
+    def failed(self) -> list[Answer]:
+        return [a for a in self.answers if a.pod is None]
+
+    def by_pod(self) -> dict[str, int]:
+        return dict(sorted(Counter(a.pod for a in self.answered if a.pod).items()))
+
+    def sources_seen(self) -> dict[str, int]:
+        return dict(sorted(Counter(a.seen for a in self.answered if a.seen).items()))
+
+
+def bulk(
+    client: Netns,
+    dst: str | list[str],
+    port: int,
+    count: int,
+    sport_base: int = 41000,
+    timeout: float = 3.0,
+) -> Bulk:
+    """`count` new tagged connections from `client` to dst:port, each answer checked."""
+    tags = new_tags(count)
+    t0 = time.perf_counter()
+    answers = run_in_netns(
+        client, tagged_connections, dst, port, tags, timeout, sport_base,
+        timeout=timeout * (count // 200 + 2) + 10,
+    )  # fmt: skip
+    return Bulk(answers, time.perf_counter() - t0)
+
+
+def snat_count(node: Netns, client_ip: str, node_port: int, node_ip: str) -> int:
+    """How many of the client's connections to this NodePort node's conntrack rewrote
+    twice: DNAT (reply from a pod) and SNAT (reply addressed to the node)."""
+    entries = conntrack_entries(node, "--orig-port-dst", str(node_port))
+    return sum(
+        e.orig_src == client_ip and e.dnat and e.snat and e.reply_dst == node_ip for e in entries
+    )
