@@ -7,9 +7,12 @@ topology, then `inject(cluster, CATALOGUE)` breaks it with `k` faults drawn from
 learner's identity: neighbours get different faults, and the same learner always gets the
 same ones (the grader re-creates them from the same identity).
 
-The identity is `$K8SNET_LEARNER` (the grading executor sets it to nbgrader's student id);
-without it, a random seed (one per kernel) is stored in the run record at the first draw, so
-re-running the cells, even rebuilding the lab, in the same kernel keeps the same faults.
+The identity is, in this order: `$K8SNET_LEARNER` (the grading executor sets it to nbgrader's
+student id); `$JUPYTERHUB_USER` (on a course's JupyterHub the learner works under the name
+nbgrader later grades, so both draw the same faults); else a learner id made once and kept in
+`$K8SNET_STATE_DIR/learner-id` (default `~/.local/state/k8s-netlabs`), so the notebook, a
+rebuilt lab and `k8snet check` on the same machine all see the same faults as the repairs the
+learner wrote. Only if that file cannot be written does a seed per kernel stand in.
 
 A fault carries two hints and never its own name in feedback: level 1 says where the packet
 stops, level 2 which object to look at. The fix itself is the learner's. The grader side of
@@ -24,6 +27,7 @@ import random
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
 # Roles -> namespaces: `Cluster.namespaces` in the notebook, a lookup by name in the grader.
 Roles = Mapping[str, "Netns"]
 IDENTITY_ENV = "K8SNET_LEARNER"
+HUB_USER_ENV = "JUPYTERHUB_USER"
+STATE_DIR_ENV = "K8SNET_STATE_DIR"
 # One seed per Python process (a notebook's kernel): a lab rebuilt in the same kernel gets
 # the same faults again. It is copied into each run record, where the grader reads it.
 _KERNEL_SEED = secrets.token_hex(8)
@@ -83,19 +89,48 @@ def draw(catalogue: Catalogue, identity: str, k: int | None = None) -> list[Faul
     return [f for i, f in enumerate(catalogue.faults) if i in picked]
 
 
-def identity(record: Any, create: bool = True) -> str | None:
-    """The learner's identity: $K8SNET_LEARNER, else this run's stored seed.
+def learner_file() -> Path:
+    """Where this machine's self-learner keeps the id that draws their faults."""
+    base = os.environ.get(STATE_DIR_ENV) or os.path.expanduser("~/.local/state/k8s-netlabs")
+    return Path(base) / "learner-id"
 
-    The seed is made and saved at the first draw (`create`); the grader only reads it.
-    """
-    learner = os.environ.get(IDENTITY_ENV, "").strip()
-    if learner:
-        return f"learner:{learner}"
-    if not getattr(record, "faults_seed", None):
+
+def _stored_learner(create: bool) -> str | None:
+    """The id in `learner_file()`, made once (first writer wins, so two kernels agree)."""
+    path = learner_file()
+    try:
+        return path.read_text().strip() or None
+    except OSError:
         if not create:
             return None
-        record.faults_seed = _KERNEL_SEED
-        record.save()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(8) + "\n")
+        return path.read_text().strip() or None
+    except FileExistsError:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def identity(record: Any, create: bool = True) -> str | None:
+    """The learner's identity (see the module docstring for the order).
+
+    The seed that stands in for a name is also saved in the run record, so the grader (which
+    only reads, `create=False`) hints about the same faults the kernel injected.
+    """
+    for env in (IDENTITY_ENV, HUB_USER_ENV):
+        learner = os.environ.get(env, "").strip()
+        if learner:
+            return f"learner:{learner}"
+    if getattr(record, "faults_seed", None):
+        return f"seed:{record.faults_seed}"
+    if not create:
+        return None
+    record.faults_seed = _stored_learner(create=True) or _KERNEL_SEED
+    record.save()
     return f"seed:{record.faults_seed}"
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -18,6 +21,12 @@ from grader.labs import CheckContext
 from grader.labs.lab01_breakfix import CHECK, node_reaches_pods
 
 LAB = "01-netns-veth"
+
+
+@pytest.fixture(autouse=True)
+def _private_learner_file(monkeypatch, tmp_path):
+    """Never read or write the machine's real learner id from the tests."""
+    monkeypatch.setenv("K8SNET_STATE_DIR", str(tmp_path / "state"))
 
 
 def test_catalogue_has_enough_faults_to_differ():
@@ -48,8 +57,10 @@ def test_identity_comes_from_the_environment(monkeypatch, tmp_path):
     assert record.faults_seed is None  # nothing stored when the grader names the learner
 
 
-def test_seed_is_stored_once_and_survives_a_reload(monkeypatch):
+def test_seed_is_stored_once_and_survives_a_reload(monkeypatch, tmp_path):
     monkeypatch.delenv("K8SNET_LEARNER", raising=False)
+    monkeypatch.delenv("JUPYTERHUB_USER", raising=False)
+    monkeypatch.setenv("K8SNET_STATE_DIR", str(tmp_path))
     with Cluster("t-faults-seed", nodes=1, pod_network=None, underlay=False) as c:
         assert faults.identity(c.record, create=False) is None
         first = faults.identity(c.record)
@@ -129,3 +140,26 @@ def test_the_drawn_faults_of_a_learner_and_the_real_check(lab01, monkeypatch):
     for fault in drawn:
         fault.repair(lab01.namespaces)  # type: ignore[misc]
     assert CHECK(_ctx(lab01)).passed
+
+
+def test_a_new_run_and_a_new_process_draw_the_same_faults(monkeypatch, tmp_path):
+    """`k8snet check` re-runs the notebook in a fresh kernel: its faults must match the repairs
+    the learner wrote against the faults of their own kernel."""
+    for env in ("K8SNET_LEARNER", "JUPYTERHUB_USER"):
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv("K8SNET_STATE_DIR", str(tmp_path))
+    first = faults.identity(RunRecord("kt-one", LAB, 1))
+    code = (
+        "from course import faults; from course.runs import RunRecord; "
+        f"print(faults.identity(RunRecord('kt-two', {LAB!r}, 1)))"
+    )
+    env = {**os.environ, "K8SNET_STATE_DIR": str(tmp_path)}
+    other = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert other.stdout.strip() == first, other.stderr
+    assert (tmp_path / "learner-id").read_text().strip() == first.removeprefix("seed:")
+
+
+def test_jupyterhub_user_is_the_identity_nbgrader_will_use(monkeypatch):
+    monkeypatch.delenv("K8SNET_LEARNER", raising=False)
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    assert faults.identity(RunRecord("kt-hub", LAB, 1)) == "learner:alice"
