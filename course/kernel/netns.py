@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -281,7 +282,8 @@ class Netns(LinkOps):
         """
         tool = "ip6tables-restore" if ipv6 else "iptables-restore"
         argv = [tool, "--noflush"] if noflush else [tool]
-        self.run(argv, input=payload, timeout=timeout)
+        proc = self.run(argv, input=payload, timeout=timeout, check=False)
+        note_restore(self.name, proc, payload)
 
     def iptables_save(self, table: str | None = None) -> str:
         argv = ["iptables-save"] + (["-t", table] if table else [])
@@ -293,6 +295,40 @@ class Netns(LinkOps):
 
     def nft_list(self) -> str:
         return self.run(["nft", "list", "ruleset"]).stdout
+
+
+RESTORE_ERRORS = Path("/run/k8s-netlabs/restore-errors")
+
+
+def note_restore(ns_name: str, proc: subprocess.CompletedProcess[str], payload: str) -> None:
+    """Raise a readable error for a rejected payload, naming the line iptables-restore refused.
+
+    iptables-restore says only "line 14 failed" (or "Error occurred at line: 14"); the line
+    itself is what a learner needs to see. The last rejection per namespace is also kept
+    under /run/k8s-netlabs/restore-errors, so a check that finds an empty chain can say why;
+    a successful restore clears it.
+    """
+    note = RESTORE_ERRORS / f"{ns_name}.txt"
+    if proc.returncode == 0:
+        note.unlink(missing_ok=True)
+        return
+    message = restore_failure(proc.stderr or proc.stdout, payload)
+    with suppress(OSError):
+        RESTORE_ERRORS.mkdir(parents=True, exist_ok=True)
+        note.write_text(message + "\n")
+    raise KernelError(f"iptables-restore in {ns_name} rejected the payload: {message}")
+
+
+def restore_failure(stderr: str, payload: str) -> str:
+    """iptables-restore's complaint, plus the payload line it names."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and "Try `" not in ln]
+    why = "; ".join(ln for ln in lines if not ln.startswith("Error occurred at line"))
+    match = re.search(r"line:? (\d+)", stderr)
+    if not match:
+        return why or "no reason given"
+    number = int(match.group(1))
+    text = payload.splitlines()[number - 1] if 0 < number <= len(payload.splitlines()) else "?"
+    return f"line {number}: {text}  <- {why or 'refused'}"
 
 
 def _kill_group(pid: int) -> None:

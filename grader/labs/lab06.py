@@ -21,12 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from course.addressing import pod_ip
+from course.faults.lab06 import CATALOGUE as FAULTS
 from course.kernel import Netns
+from course.kernel.netns import RESTORE_ERRORS
 from course.kubeproxy import (
     compute_probability,
     service_port_endpoint_chain_name,
     service_port_policy_cluster_chain,
 )
+from grader import breakfix, journey
 from grader.kubeproxy_checks import (
     ConntrackEvents,
     Expectation,
@@ -34,7 +37,7 @@ from grader.kubeproxy_checks import (
     open_connections,
     parse_conntrack,
 )
-from grader.labs import Check, CheckContext, Lab
+from grader.labs import Check, CheckContext, CheckFn, Lab
 from grader.labs.common import fail, judged, question
 from grader.probes import run_in_netns
 from grader.verdict import Verdict
@@ -146,7 +149,13 @@ def read(node: Netns) -> tuple[list[Rule], str]:
     return nat_rules(node), f"read `iptables-save -t nat` inside {node.name}"
 
 
-def service_chain(rules: list[Rule], svc: ServiceSpec, sent: str) -> str:
+def service_chain(
+    rules: list[Rule],
+    svc: ServiceSpec,
+    sent: str,
+    hint: str = "without this jump, packets to the ClusterIP never reach the Service's chain: "
+    "service_rules must write it, for the Service port (not the target port)",
+) -> str:
     """The chain KUBE-SERVICES sends ClusterIP:port to; it must be named the kube-proxy way."""
     entry = [r for r in chain(rules, "PREROUTING") if r.jump == "KUBE-SERVICES"]
     if not entry:
@@ -163,11 +172,10 @@ def service_chain(rules: list[Rule], svc: ServiceSpec, sent: str) -> str:
         raise fail(
             f"KUBE-SERVICES has no rule for {svc.vip}",
             sent=sent,
-            observed=f"KUBE-SERVICES: {listed}",
+            observed=f"KUBE-SERVICES: {listed}{rejected(sent)}",
             expected=f"-A KUBE-SERVICES ... -p {svc.protocol} -d {svc.cluster_ip} "
             f"--dport {svc.port} -j {svc.svc_chain}",
-            hint="without this jump, packets to the ClusterIP never reach the Service's chain: "
-            "service_rules must write it, for the Service port (not the target port)",
+            hint=hint,
         )
     target = hits[0].jump or "?"
     if target != svc.svc_chain:
@@ -180,6 +188,18 @@ def service_chain(rules: list[Rule], svc: ServiceSpec, sent: str) -> str:
             "separator; keep the first 16 base32 characters",
         )
     return target
+
+
+def rejected(sent: str) -> str:
+    """Why the chain may be empty: the node's last iptables-restore, if it was refused."""
+    ns_name = sent.rsplit(" ", 1)[-1]
+    try:
+        note = (RESTORE_ERRORS / f"{ns_name}.txt").read_text().strip()
+    except OSError:
+        return ""
+    return (
+        f". Your last iptables-restore in {NODE_ROLE} was rejected, nothing of it applied: {note}"
+    )
 
 
 def cascade_rules(rules: list[Rule], svc_chain: str) -> list[Rule]:
@@ -308,6 +328,29 @@ def distribution(ctx: CheckContext, ready: str, not_ready: str) -> Verdict:
     return check_cluster_ip_distribution(client, CLIENT_IP, node, exp)
 
 
+def followed(svc: ServiceSpec) -> Callable[[CheckFn], CheckFn]:
+    """After the check, one SYN from pod d to `svc`, drawn hop by hop under the verdict.
+
+    The journey shows the DNAT between node1's interfaces (or where the SYN stopped); it is
+    a picture of the same rules, and never changes the verdict.
+    """
+
+    def wrap(check: CheckFn) -> CheckFn:
+        def run(ctx: CheckContext) -> Verdict:
+            verdict = check(ctx)
+            try:
+                _, trip = journey.tcp_syn(ctx, f"{NODE_ROLE}-{CLIENT}", svc.cluster_ip, svc.port)
+            except Exception:
+                return verdict
+            return journey.attach(verdict, trip)
+
+        run.__name__, run.__doc__ = check.__name__, check.__doc__
+        return run
+
+    return wrap
+
+
+@followed(WEB)
 @judged
 def check_spread(ctx: CheckContext) -> Verdict:
     """3,000 new connections from pod d to 10.96.0.10:80 spread evenly over a, b and c."""
@@ -315,6 +358,7 @@ def check_spread(ctx: CheckContext) -> Verdict:
 
 
 # --- exercise 4: a pod turns not ready --------------------------------------------------------
+@followed(WEB)
 @judged
 def check_not_ready(ctx: CheckContext) -> Verdict:
     """After the resync, pod b gets no new connection; a and c share them evenly."""
@@ -446,6 +490,118 @@ Q3 = question(
     "one of 'a', 'b', 'c'",
     evidence="the kernel shows",
 )
+
+
+Q4 = question(
+    "q4",
+    "a",
+    "conntrack reverses the DNAT on every reply: pod d only ever talks to 10.96.0.10:80, and "
+    "only the pod's side of node1 sees 10.244.1.x:8080.",
+    "one of 'a', 'b', 'c'",
+    evidence="the capture shows",
+    hint="read the SYN-ACK rows of the capture on pod d's eth0 (node1-d/eth0)",
+)
+
+
+# --- exercise 6: a Service by hand, with iptables commands -----------------------------------
+ECHO = ServiceSpec("default/echo:http", "10.96.0.12", 80)
+ECHO_POD = "c"
+ASKS = 20
+
+
+def ask_names(dst: str, port: int, count: int, budget: float) -> list[str]:
+    """Runs in the client pod: `count` new connections at once; each one's first line.
+
+    The lab's servers answer every connection with their pod's name. A connection that
+    fails is named by what the kernel reported (refused, unreachable, timeout).
+    """
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_: int) -> str:
+        try:
+            with socket.create_connection((dst, port), timeout=budget) as sock:
+                sock.settimeout(budget)
+                return sock.recv(64).decode(errors="replace").strip() or "closed"
+        except ConnectionRefusedError:
+            return "refused"
+        except TimeoutError:
+            return "timeout"
+        except OSError as exc:
+            return exc.strerror or type(exc).__name__
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def asked(client: Netns, dst: str, port: int, count: int = ASKS) -> tuple[Counter[str], str]:
+    names = run_in_netns(client, ask_names, dst, port, count, 1.5, timeout=15.0)
+    wire = f"{count} new TCP connections at once from pod d ({CLIENT_IP}) to {dst}:{port}"
+    return Counter(names), wire
+
+
+def _shown(counts: Counter[str]) -> str:
+    return ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))
+
+
+@followed(ECHO)
+@judged
+def check_by_hand(ctx: CheckContext) -> Verdict:
+    """default/echo: rules typed as iptables commands; every connection reaches pod c."""
+    node, client = open_ns(ctx, NODE_ROLE), open_ns(ctx, f"{NODE_ROLE}-{CLIENT}")
+    rules, sent = read(node)
+    hint = "in a %%ns node1 cell: iptables -t nat -A KUBE-SERVICES -p tcp -d 10.96.0.12 --dport 80 -j <the KUBE-SVC chain>"
+    service_chain(rules, ECHO, sent, hint=hint)
+    endpoint_chains(rules, ECHO, endpoints(ECHO_POD), sent)
+    counts, wire = asked(client, ECHO.cluster_ip, ECHO.port)
+    if counts != Counter({ECHO_POD: ASKS}):
+        raise fail(
+            f"connections to {ECHO.vip} do not all reach pod {ECHO_POD}",
+            sent=wire,
+            observed=f"answered by: {_shown(counts)}",
+            expected=f"all {ASKS} answered by pod {ECHO_POD} ({BACKENDS[ECHO_POD]}:8080)",
+            hint="the rules are there but the packets disagree: compare the DNAT target with "
+            "pod c's address and port, and look at the chain counters (iptables -t nat -L -v)",
+        )
+    return Verdict.ok(
+        f"{ECHO.vip} -> {ECHO.svc_chain} -> {ECHO.sep_chain(endpoints(ECHO_POD)[0])}: your "
+        "commands wrote exactly kube-proxy's rules",
+        sent=f"{sent}; then {wire}",
+        observed=f"answered by: {_shown(counts)}",
+    )
+
+
+# --- exercise 7: break/fix -------------------------------------------------------------------
+def cluster_ip_works(ctx: CheckContext) -> Verdict:
+    """Every new connection from pod d to 10.96.0.10:80 is answered, by more than one pod.
+
+    Only packets decide: whatever the learner changed to get there is fine. The verdict
+    carries the journey of a SYN, preferably one that failed (up to three tries).
+    """
+    client = open_ns(ctx, f"{NODE_ROLE}-{CLIENT}")
+    counts, wire = asked(client, WEB.cluster_ip, WEB.port, 2 * ASKS)
+    pods = {name for name in counts if name in BACKENDS}
+    works = sum(counts[p] for p in pods) == 2 * ASKS and len(pods) > 1
+    trip = None
+    for _ in range(1 if works else 2):
+        obs, trip = journey.tcp_syn(ctx, f"{NODE_ROLE}-{CLIENT}", WEB.cluster_ip, WEB.port)
+        if works or not obs.ok:
+            break
+    if works:
+        verdict = Verdict.ok(f"{WEB.vip} answers again", sent=wire, observed=_shown(counts))
+    else:
+        verdict = Verdict.fail(
+            f"{sum(n for k, n in counts.items() if k not in BACKENDS)} of {2 * ASKS} "
+            f"connections to {WEB.vip} failed",
+            sent=wire,
+            observed=f"outcomes: {_shown(counts)}",
+            expected=f"all {2 * ASKS} answered, spread over the ready pods",
+            hint="",
+        )
+    return journey.attach(verdict, trip) if trip else verdict
+
+
+BREAKFIX = breakfix.check(FAULTS, cluster_ip_works)
 
 
 def _answer(check_id: str, grade_id: str, title: str, fn: Callable[..., Verdict]) -> Check:
