@@ -37,6 +37,9 @@ def check(
             "else the course's release copy)"
         ),
     ] = None,
+    sandbox: Annotated[
+        bool, typer.Option(help="run the kernel in a sandbox, as `k8snet grade` does")
+    ] = False,
 ) -> None:
     """Run a lab notebook from the top and grade it: each check, its points, its feedback."""
     from grader.grading import self_check
@@ -49,7 +52,7 @@ def check(
         console.print(f"[red]no notebook at {path}[/]")
         raise typer.Exit(2)
     console.print(f"running {path} (every cell, in order; checks judged outside the kernel)")
-    outcomes = self_check(lab, path)
+    outcomes = self_check(lab, path, sandbox=sandbox)
     for o in outcomes:
         color = "green" if o.verdict.passed else "red"
         console.rule(
@@ -73,10 +76,16 @@ def grade(
         Path | None, typer.Option("--csv", help="CSV to write (default grades-<lab>.csv)")
     ] = None,
     timeout: Annotated[float, typer.Option(help="seconds one submission may take")] = 900.0,
+    jobs: Annotated[int, typer.Option(help="submissions graded at once")] = 1,
+    sandbox: Annotated[
+        bool,
+        typer.Option(help="one sandbox per submission (--no-sandbox: trusted notebooks only)"),
+    ] = True,
 ) -> None:
     """Autograde every submission of a lab with nbgrader; print a score table, write a CSV."""
-    from grader.grading import ensure_assignment, grade_one, students, write_csv
+    from grader.grading import GradebookTampered, grade_submissions, students, write_csv
     from grader.labs import load_lab
+    from grader.sandbox import unavailable_reason
 
     _known_lab(lab, load_lab)
     course = course.resolve()
@@ -84,20 +93,35 @@ def grade(
     if not who:
         console.print(f"[red]no submissions under {course / 'submitted'}/*/{lab}[/]")
         raise typer.Exit(2)
-    ensure_assignment(course, lab)
-    rows = []
+    why = unavailable_reason() if sandbox else ""
+    if why:
+        console.print(f"[red]cannot grade in a sandbox: {escape(why)}[/]")
+        console.print("--no-sandbox grades without one (only for notebooks you trust)")
+        raise typer.Exit(2)
+    if not sandbox:
+        console.print("[yellow]no sandbox: a submission can read and change this machine[/]")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task(f"grading {lab}", total=len(who))
-        for student in who:
-            bar.update(task, description=f"grading {student}")
-            rows.append(grade_one(course, lab, student, timeout))
-            bar.advance(task)
+        task = bar.add_task(f"grading {lab} ({jobs} at a time)", total=len(who))
+        try:
+            rows = grade_submissions(
+                course,
+                lab,
+                timeout,
+                progress=lambda sub: bar.advance(task),
+                jobs=jobs,
+                sandbox=sandbox,
+            )
+        except GradebookTampered as exc:
+            console.print(f"[red]{escape(str(exc))}[/]")
+            raise typer.Exit(3) from None
     table = Table(title=f"{lab}: {len(rows)} submissions")
     for col in ("student", "score", "status"):
         table.add_column(col)
     for r in rows:
         status = "[green]ok[/]" if r.status == "ok" else f"[red]{escape(r.status)}[/]"
+        if r.notes:
+            status += f"\n[yellow]{escape('; '.join(r.notes))}[/]"
         table.add_row(r.student, f"{_fmt(r.score)}/{_fmt(r.max_score)}", status)
     console.print(table)
     out = csv_path or course / f"grades-{lab}.csv"

@@ -13,36 +13,53 @@ scores as 0. Whatever the kernel printed for that cell is discarded.
 Predict-then-observe answers are read from the notebook *source*, never from the kernel: the
 learner assigns a plain literal (`q1 = "b"`) and `ast.literal_eval` reads it here.
 
-Also guarded: files on disk. The verifier process imports the grader, the lab's checks and
-the probes' forkserver (with Scapy) before the kernel exists, so later rewrites of those
-files do not reach it; the libraries that are still imported lazily (Scapy, pyroute2,
-nbgrader) are snapshotted (size, mtime) at start and every later verdict fails if they
-changed.
+Also guarded: the verifier itself. It runs from a read-only, sha256-hashed copy of the
+grader, the course code and their libraries, made before the first kernel starts
+(`grader.integrity`), with `python -I -S` and a fixed PATH; every verdict is accepted only
+if those hashes (and the tools' and the interpreter's) still match. A verifier that dies,
+stalls or finds a changed file is never restarted: the remaining checks fail with "grading
+was interfered with", and the submission is flagged (`report`, read by `k8snet grade`).
 
-Threat model left open, on purpose: the kernel runs as root (it must, to build namespaces),
-so a determined student can attack the grading machine itself. Grade untrusted submissions
-in a throwaway container (`docker compose run`), as with any nbgrader course.
+With `sandbox=True` (what `k8snet grade` uses) the kernel runs in a bubblewrap sandbox of
+its own (`grader.sandbox`): its own mount and PID namespaces and `/run`, the notebook and
+the course code only. The verifier then inspects the namespaces under that sandbox's
+`/run/netns`, whoever the run registry says owns them.
+
+Failures stay graceful: a kernel that dies keeps the points of the checks judged before
+(the feedback names the cell where it died); a cell past its time limit says "cell N ran
+past S s and was stopped", also when it ignores the interrupt (the kernel is then stopped
+and later checks say so); processes a sandboxed submission detached are noted.
+
+The learner's identity reaches the kernel as env `K8SNET_LEARNER` (nbgrader's student id;
+unset for a self-check), so per-learner faults are drawn the same way when grading.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import hashlib
+import json
+import os
+import re
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
-from traitlets import Float, Unicode
+from traitlets import Bool, Float, Unicode
 
 from grader.labs import Check, Lab, load_lab
 from grader.verdict import Verdict
-from grader.verify import VerifierServer
+from grader.verify import INTERFERED, VerifierServer
 
-# The grader's own code (grader/, course/) is loaded into the verifier process before the
-# kernel starts, so rewriting those files later changes nothing; these libraries are still
-# imported lazily by probe processes and by nbgrader while it grades.
-GUARDED_PACKAGES = ("scapy", "pyroute2", "nbgrader")
+# The verifier runs from its own hashed copy (grader.integrity); nbgrader still runs in the
+# grading process itself and imports parts of itself lazily while it grades.
+GUARDED_PACKAGES = ("nbgrader",)
 
 
 def literal_answers(cells: list[NotebookNode], names: tuple[str, ...]) -> dict[str, object]:
@@ -79,18 +96,106 @@ def _assignment(node: ast.stmt) -> tuple[str | None, ast.expr | None]:
     return None, None
 
 
-def snapshot_files(packages: tuple[str, ...] = GUARDED_PACKAGES) -> dict[str, tuple[int, int]]:
-    """(size, mtime) of every file of the guarded packages, found without importing them."""
+def reference_calls(cells: list[NotebookNode], lab: Lab) -> dict[str, list[str]]:
+    """Check grade_id -> uses of the lab's reference implementation in its exercise cells.
+
+    Names are resolved through the notebook's imports (`from course.podnet import bridge`
+    makes `bridge.add_pod` mean `course.podnet.bridge.add_pod`). An exercise `exN-...`
+    cell counts against the checks `check-exN...`, or, for an exercise whose functions are
+    checked later (no check of its own), against the next exercise that has checks. Static
+    only: `importlib` or `getattr` tricks get past it (the checks still look at the kernel).
+    """
+    if not lab.reference:
+        return {}
+    trees = [(c, _parse(c.source)) for c in cells if c.get("cell_type") == "code"]
+    aliases: dict[str, str] = {}
+    for _, tree in trees:
+        aliases.update(_import_aliases(tree))
+    found: dict[str, list[str]] = {}
+    for cell, tree in trees:
+        meta = cell.metadata.get("nbgrader", {})
+        exercise = re.match(r"ex(\d+)", meta.get("grade_id", "")) if meta.get("solution") else None
+        if exercise is None or tree is None:
+            continue
+        uses = [u for u in _dotted_uses(tree, aliases) if _is_reference(u, lab)]
+        for grade_id in _checks_of_exercise(lab, int(exercise.group(1))) if uses else []:
+            found.setdefault(grade_id, [])
+            found[grade_id] += [u for u in dict.fromkeys(uses) if u not in found[grade_id]]
+    return found
+
+
+def _parse(source: str) -> ast.Module | None:
+    try:
+        return ast.parse(source)
+    except SyntaxError:
+        return None
+
+
+def _import_aliases(tree: ast.Module | None) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for node in ast.walk(tree) if tree else []:
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                names[a.asname or a.name.split(".")[0]] = (
+                    a.name if a.asname else a.name.split(".")[0]
+                )
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for a in node.names:
+                names[a.asname or a.name] = f"{node.module}.{a.name}"
+    return names
+
+
+def _dotted_uses(tree: ast.Module, aliases: dict[str, str]) -> list[str]:
+    """Every outermost `a.b.c` (or bare name) in `tree`, resolved through `aliases`."""
+    inner = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    uses = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            uses += [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            uses += [a.name for a in node.names]
+        elif isinstance(node, ast.Name | ast.Attribute) and id(node) not in inner:
+            parts: list[str] = []
+            cur: ast.expr = node
+            while isinstance(cur, ast.Attribute):
+                parts.insert(0, cur.attr)
+                cur = cur.value
+            if isinstance(cur, ast.Name) and cur.id in aliases:
+                uses.append(".".join([aliases[cur.id], *parts]))
+    return uses
+
+
+def _is_reference(dotted: str, lab: Lab) -> bool:
+    def under(name: str, roots: tuple[str, ...]) -> bool:
+        return any(name == r or name.startswith(r + ".") for r in roots)
+
+    return under(dotted, lab.reference) and not under(dotted, lab.reference_allowed)
+
+
+def _checks_of_exercise(lab: Lab, number: int) -> list[str]:
+    numbers = sorted(
+        {int(m.group(1)) for c in lab.checks if (m := re.match(r"check-ex(\d+)", c.grade_id))}
+    )
+    later = [n for n in numbers if n >= number]
+    if not later:
+        return []
+    return [c.grade_id for c in lab.checks if re.match(rf"check-ex{later[0]}\b", c.grade_id)]
+
+
+def snapshot_files(packages: tuple[str, ...] = GUARDED_PACKAGES) -> dict[str, str]:
+    """sha256 of every module of the guarded packages, found without importing them.
+
+    Content, not (size, mtime): both can be put back after an edit.
+    """
     import importlib.util
 
-    snap: dict[str, tuple[int, int]] = {}
+    snap: dict[str, str] = {}
     for name in packages:
         spec = importlib.util.find_spec(name)
         folders = (spec.submodule_search_locations or []) if spec else []
         for folder in folders:
             for path in Path(folder).rglob("*.py"):
-                st = path.stat()
-                snap[str(path)] = (st.st_size, st.st_mtime_ns)
+                snap[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return snap
 
 
@@ -109,31 +214,135 @@ def verdict_outputs(verdict: Verdict) -> list[NotebookNode]:
     return outputs
 
 
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Set environment variables (inherited by the kernel) for the body, then restore them."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in before.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
 class VerifyingExecute(Execute):
     """nbgrader's executor; each check cell's grade comes from an independent verifier run."""
 
     lab_id = Unicode("", help="lab id; defaults to the nbgrader assignment id").tag(config=True)
     verify_timeout = Float(45.0, help="seconds one verifier run may take").tag(config=True)
+    sandbox = Bool(False, help="run the kernel in a bubblewrap sandbox").tag(config=True)
+    verifier_copy = Unicode("", help="verifier copy made by the grading parent").tag(config=True)
+    verifier_digest = Unicode("", help="sha256 of that copy's manifest").tag(config=True)
+    report = Unicode("", help="JSON file receiving flags and notes for k8snet grade").tag(
+        config=True
+    )
+    learner = Unicode("", help="K8SNET_LEARNER for the kernel (default: nbgrader student)").tag(
+        config=True
+    )
 
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> Any:
+        from grader.integrity import Integrity
+
+        resources = resources if resources is not None else {}
         lab_id = self.lab_id or resources.get("nbgrader", {}).get("assignment", "")
         self._lab: Lab = load_lab(lab_id)
         self._snapshot = snapshot_files()
         self.verdicts: dict[str, Verdict] = {}
-        self._server = VerifierServer(lab_id)
+        self.interference: list[str] = []
+        self.notes: list[str] = []
+        self.stopped: str = ""  # why no more cells run (the kernel died or was stopped)
+        self.reference_calls = reference_calls(nb.cells, self._lab)
+        integrity = None
+        if self.verifier_copy:
+            integrity = Integrity.load(Path(self.verifier_copy), self.verifier_digest)
+        self._server = VerifierServer(lab_id, integrity)
         self._server.start()  # before the kernel exists: nothing in it can touch the server
+        learner = self.learner or resources.get("nbgrader", {}).get("student", "")
+        env = {"K8SNET_LEARNER": learner} if learner else {}
+        if self.sandbox:
+            self._use_sandbox(resources, env)
         try:
-            return super().preprocess(nb, resources, km)
+            with environment(**env):
+                return super().preprocess(nb, resources, km)
         finally:
-            self._server.close()
+            self._finish()
 
+    def _use_sandbox(self, resources: dict[str, Any], env: dict[str, str]) -> None:
+        from grader.sandbox import SandboxKernelManager, unavailable_reason
+
+        why = unavailable_reason()
+        if why:
+            raise RuntimeError(f"cannot grade in a sandbox: {why}")
+        self.kernel_manager_class = SandboxKernelManager
+        self.config.SandboxKernelManager.submission_dir = resources.get("metadata", {}).get(
+            "path", ""
+        )
+        self.config.SandboxKernelManager.extra_env = [f"{k}={v}" for k, v in env.items()]
+
+    def _finish(self) -> None:
+        from grader.sandbox import SandboxKernelManager
+
+        if isinstance(self.km, SandboxKernelManager):
+            left = self.km.detached_processes()
+            if left:
+                self.notes.append(
+                    f"{len(left)} process(es) detached from the kernel were still running at "
+                    f"the end and were stopped with the sandbox: {'; '.join(left[:3])}"
+                )
+        if self._server.interference:
+            self.interference.append(self._server.interference)
+        self._server.close()
+        if self.report:
+            data = {"interference": self.interference, "notes": self.notes}
+            data["stopped"] = self.stopped
+            Path(self.report).write_text(json.dumps(data, indent=1))
+
+    # --- cells ---------------------------------------------------------------------------------
     def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> Any:
-        cell, resources = super().preprocess_cell(cell, resources, index)
         meta = cell.metadata.get("nbgrader", {})
+        if self.stopped:
+            if cell.cell_type == "code" and cell.source.strip():
+                cell.outputs = [_error("NotRun", f"not run: {self.stopped}")]
+        else:
+            cell = self._execute(cell, resources, index)
         if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
             verdict = self._judge(meta.get("grade_id", ""), index)
             cell.outputs = verdict_outputs(verdict)
-        return cell, resources
+        return cell, self.resources
+
+    def _execute(self, cell: NotebookNode, resources: Any, index: int) -> NotebookNode:
+        limit = self._get_timeout(cell)
+        stopped = f"cell {index + 1} ran past {limit} s and was stopped"
+        self.error_on_timeout = {
+            "ename": "CellTimeoutError",
+            "evalue": stopped,
+            "traceback": [f"CellTimeoutError: {stopped}"],
+        }
+        try:
+            cell, _ = super().preprocess_cell(cell, resources, index)
+        except DeadKernelError:
+            self.stopped = f"the kernel died while running cell {index + 1}"
+            cell.outputs = [_error("DeadKernelError", self.stopped)]
+        except CellTimeoutError:  # interrupted at the limit, but the cell ignored the interrupt
+            self._kill_kernel()
+            self.stopped = f"{stopped} (it ignored the interrupt, so the kernel was stopped)"
+            cell.outputs = [_error("CellTimeoutError", self.stopped)]
+        return cell
+
+    def _kill_kernel(self) -> None:
+        from grader.sandbox import SandboxKernelManager
+
+        if isinstance(self.km, SandboxKernelManager):
+            self.km.kill_sandbox()
+            return
+        pid = getattr(getattr(self.km, "provisioner", None), "pid", None)
+        if pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(os.getpgid(int(pid)), signal.SIGKILL)
 
     def _judge(self, grade_id: str, index: int) -> Verdict:
         chk = self._lab.by_grade_id(grade_id)
@@ -141,20 +350,60 @@ class VerifyingExecute(Execute):
             verdict = _unknown_cell(self._lab.id, grade_id)
         elif snapshot_files() != self._snapshot:
             verdict = _tampered(chk)
+            self.interference.append(f"{', '.join(GUARDED_PACKAGES)} changed on disk")
+        elif self.stopped:
+            verdict = _not_judged(chk, self.stopped)
+        elif chk.grade_id in self.reference_calls:
+            verdict = _reference_called(chk, self.reference_calls[chk.grade_id])
         else:
             answers = literal_answers(self.nb.cells[: index + 1], chk.answers)
-            pid = self._kernel_pid()
+            pid, root = self._kernel_identity()
             t0 = time.perf_counter()
-            verdict = self._server.ask(self._lab.id, chk.id, pid, answers, self.verify_timeout)
+            verdict = self._server.ask(
+                self._lab.id, chk.id, pid, answers, self.verify_timeout, root=root
+            )
             self.log.info("check %s judged in %.2f s", chk.id, time.perf_counter() - t0)
         self.verdicts[grade_id] = verdict
         return verdict
 
-    def _kernel_pid(self) -> int:
-        """The kernel's process id: the owner recorded in the learner's run record."""
+    def _kernel_identity(self) -> tuple[int, str]:
+        """(pid, root): the kernel's pid and "" outside a sandbox; (0, sandbox root) inside.
+
+        In a sandbox every run is the submission's own, so no pid is needed to pick it.
+        """
+        from grader.sandbox import SandboxKernelManager
+
         assert self.km is not None
+        if isinstance(self.km, SandboxKernelManager):
+            return 0, self.km.root()
         pid = getattr(self.km.provisioner, "pid", None)
-        return int(pid) if pid else -1  # unknown: no run will match, the check says so
+        return (int(pid) if pid else -1), ""  # unknown: no run will match, the check says so
+
+
+def _error(ename: str, text: str) -> NotebookNode:
+    return NotebookNode(
+        output_type="error", ename=ename, evalue=text, traceback=[f"{ename}: {text}"]
+    )
+
+
+def _not_judged(chk: Check, why: str) -> Verdict:
+    return Verdict.fail(
+        f"{chk.title}: not judged, {why}",
+        sent="nothing: the notebook stopped before this check",
+        observed=why,
+        expected="every cell above this check to finish",
+        hint="the checks before that cell kept their points; fix that cell and grade again",
+    )
+
+
+def _reference_called(chk: Check, calls: list[str]) -> Verdict:
+    return Verdict.fail(
+        f"{chk.title}: the exercise calls the course's reference implementation",
+        sent="read the exercise cells of the submission (a static check, nothing executed)",
+        observed=f"call(s) to {', '.join(calls)}",
+        expected="the exercise done with your own code (the reference is for reading)",
+        hint="write the steps yourself with the kernel helpers; zero points for this exercise",
+    )
 
 
 def _unknown_cell(lab_id: str, grade_id: str) -> Verdict:
@@ -169,7 +418,7 @@ def _unknown_cell(lab_id: str, grade_id: str) -> Verdict:
 
 def _tampered(chk: Check) -> Verdict:
     return Verdict.fail(
-        f"{chk.title}: grader files changed while grading",
+        f"{chk.title}: {INTERFERED} (grader files changed while grading)",
         sent="compared the grader's and its libraries' files with their state at start",
         observed=f"a file of {', '.join(GUARDED_PACKAGES)} changed on disk",
         expected="no file of the grading code touched by the notebook",

@@ -28,10 +28,34 @@ from grader.labs import Check, CheckContext, load_lab
 
 if TYPE_CHECKING:
     from course.runs import RunRecord
+    from grader.integrity import Integrity
 from grader.verdict import Verdict
 
 MARKER = "K8SNET-VERDICT "
-NETNS_DIR = Path("/run/netns")
+READY = "K8SNET-VERIFIER-READY"
+INTERFERED = "grading was interfered with"
+
+
+def netns_dir() -> Path:
+    """Where named namespaces are looked up now (moved into a sandbox by `use_root`)."""
+    from course.kernel import netns
+
+    return netns.NETNS_DIR
+
+
+def use_root(root: str) -> None:
+    """Look up namespaces and run records under `root` (a sandbox's `/proc/PID/root`).
+
+    A sandboxed kernel has its own `/run`: its namespaces are mounted there, and nothing
+    else is. The grading side reaches that `/run` through the kernel's sandbox root, so
+    the namespaces a check inspects are exactly the submission's own.
+    """
+    from course import runs
+    from course.kernel import netns
+
+    base = Path(root) if root else Path("/")
+    netns.NETNS_DIR = base / "run" / "netns"
+    runs.RUN_DIR = base / "run" / "k8s-netlabs" / "runs"
 
 
 def find_run(lab: str, pid: int) -> tuple[str, tuple[str, ...]] | None:
@@ -42,12 +66,13 @@ def find_run(lab: str, pid: int) -> tuple[str, tuple[str, ...]] | None:
     """
     from course.runs import load_runs
 
-    mine = [r for r in load_runs() if r.lab == lab and r.owned_by(pid)]
+    # In a sandbox (pid 0) every run is the submission's: nothing else exists there.
+    mine = [r for r in load_runs() if r.lab == lab and (pid == 0 or r.owned_by(pid))]
     if not mine:
         return None
 
     def rank(r: RunRecord) -> tuple[bool, int]:
-        live = any((NETNS_DIR / ns).exists() for ns in r.namespaces)
+        live = any((netns_dir() / ns).exists() for ns in r.namespaces)
         return live, r.path.stat().st_mtime_ns
 
     newest = max(mine, key=rank)
@@ -109,8 +134,37 @@ def verify(
         prefix, namespaces = found
     else:
         prefix, namespaces = "", ()
+    foreign = grading_namespaces(prefix)
+    if foreign:
+        return Verdict.fail(
+            f"{chk.title}: {INTERFERED}",
+            sent=f"compared the namespaces of run {prefix} with the grading machine's own",
+            observed=f"{', '.join(foreign)} is the grading machine's own network namespace",
+            expected="namespaces the notebook created for its lab",
+            hint="build the lab with the notebook's own cells; never mount other namespaces",
+        )
     ctx = CheckContext(lab_id, prefix, namespaces, answers)
     return run_check(chk, ctx)
+
+
+def grading_namespaces(prefix: str) -> list[str]:
+    """Lab namespace names that are really the verifier's own network namespace.
+
+    A kernel that shares the grading machine's network namespace could bind-mount it as
+    `node1`, and the checks would then inspect (and probe) the host instead of the lab.
+    """
+    if not prefix or not netns_dir().is_dir():
+        return []
+    own = os.stat("/proc/self/ns/net")
+    found = []
+    for path in netns_dir().glob(f"{prefix}-*"):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+            found.append(path.name)
+    return found
 
 
 def verify_in_subprocess(
@@ -149,46 +203,125 @@ def verify_in_subprocess(
 class VerifierServer:
     """One long-lived verifier process answering check requests, for the grading executor.
 
-    It is started before the student's kernel runs any code and preloads the grader, the
-    labs' checks and the probes' forkserver (Scapy imported once), so each verdict costs
-    only the check's own probes instead of a fresh interpreter (about 1.5 s) per check.
-    It runs isolated (`-I`) and shares nothing with the kernel. A request that runs over its
-    time budget kills the server; the next request starts a fresh one.
+    It is started before the student's kernel runs any code, from the read-only hashed copy
+    of `grader.integrity` with `python -I -S` and a fixed environment, and preloads the
+    grader, the lab's checks and the probes' forkserver (Scapy imported once), so each
+    verdict costs only the check's own probes.
+
+    It is never restarted: a verifier that dies or stalls past a check's budget could have
+    been killed or stopped by the kernel (which runs as root), and a restarted one would run
+    whatever is on disk by then. So from that moment every check of the submission fails
+    with "grading was interfered with", and `interference` says why (the executor flags
+    the submission). The same happens when a hashed file changed (checked while each check
+    runs, in a thread of the grading process).
     """
 
-    def __init__(self, lab: str) -> None:
+    def __init__(self, lab: str, integrity: Integrity | None = None) -> None:
         self.lab = lab
         self.proc: subprocess.Popen[str] | None = None
+        self.interference: str = ""
+        self._own_copy = integrity is None
+        self.integrity = integrity
 
     def start(self) -> None:
-        argv = [sys.executable, "-I", "-m", "grader.verify", "--serve", self.lab]
+        from grader import integrity as copies
+
+        if self.integrity is None:
+            self.integrity = copies.make_copy(copies.extra_lab_folders())
+        argv = copies.verifier_argv(self.integrity, "--serve", self.lab)
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            env=copies.verifier_env(self.integrity),
+            cwd="/",
         )
 
     def ask(
-        self, lab: str, check: str, pid: int, answers: dict[str, object], timeout: float
+        self,
+        lab: str,
+        check: str,
+        pid: int,
+        answers: dict[str, object],
+        timeout: float,
+        root: str = "",
     ) -> Verdict:
+        if self.interference:
+            return interfered(lab, check, self.interference)
         if self.proc is None or self.proc.poll() is not None:
-            self.start()
-        assert self.proc is not None and self.proc.stdin and self.proc.stdout
-        request = {"lab": lab, "check": check, "pid": pid, "answers": answers}
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
+            return self._broken(lab, check, "the verifier process exited before this check")
+        assert self.proc.stdin and self.proc.stdout and self.integrity is not None
+        hashing = _Hashing(self.integrity)
+        request = {"lab": lab, "check": check, "pid": pid, "answers": answers, "root": root}
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            return self._broken(lab, check, "the verifier process exited before this check")
         deadline = time.monotonic() + timeout
+        verdict: Verdict | None = None
         while (line := _read_line(self.proc.stdout, deadline - time.monotonic())) is not None:
             if line.startswith(MARKER):
-                return Verdict.from_json(line[len(MARKER) :].rstrip("\n"))
+                verdict = Verdict.from_json(line[len(MARKER) :].rstrip("\n"))
+                break
             if not line:
-                break  # EOF: the server died
-        self.close()
-        return _no_verdict(lab, check, timeout if line is None else None)
+                return self._broken(lab, check, "the verifier process died during this check")
+        if verdict is None:
+            return self._broken(lab, check, f"the verifier stalled: no verdict after {timeout:g} s")
+        changed = hashing.result()
+        if changed:
+            shown = ", ".join(changed[:3]) + (" ..." if len(changed) > 3 else "")
+            return self._broken(lab, check, f"files of the grader or its tools changed: {shown}")
+        return verdict
 
-    def close(self) -> None:
+    def _broken(self, lab: str, check: str, why: str) -> Verdict:
+        self.interference = why
+        self._stop()
+        return interfered(lab, check, why)
+
+    def _stop(self) -> None:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
-            self.proc = None
+
+    def close(self) -> None:
+        self._stop()
+        if self._own_copy and self.integrity is not None:
+            from grader.integrity import remove_copy
+
+            remove_copy(self.integrity)
+            self.integrity = None
+
+
+class _Hashing:
+    """Re-hash the verifier's files in a thread while a check runs (about 0.2 s of CPU)."""
+
+    def __init__(self, integrity: Integrity) -> None:
+        import threading
+
+        self._changed: list[str] = []
+        self._thread = threading.Thread(target=self._run, args=(integrity,), daemon=True)
+        self._thread.start()
+
+    def _run(self, integrity: Integrity) -> None:
+        self._changed = integrity.changed()
+
+    def result(self) -> list[str]:
+        self._thread.join()
+        return self._changed
+
+
+def interfered(lab: str, check: str, why: str) -> Verdict:
+    """The verdict of every check after the verifier was attacked: failed, and flagged."""
+    return Verdict.fail(
+        f"check {check}: {INTERFERED}",
+        sent=f"asked the verifier of lab {lab} for check {check}",
+        observed=why,
+        expected="the verifier alive, unchanged and answering within its budget",
+        hint="a notebook must not kill, stop or modify the grader, its libraries or tools",
+    )
 
 
 def _read_line(stream: Any, timeout: float) -> str | None:
@@ -202,16 +335,6 @@ def _read_line(stream: Any, timeout: float) -> str | None:
         if not sel.select(timeout):
             return None
     return str(stream.readline())  # "" means end of file
-
-
-def _no_verdict(lab: str, check: str, timeout: float | None) -> Verdict:
-    return Verdict.fail(
-        f"check {check} did not finish" if timeout else f"check {check} crashed",
-        sent=f"ran the check {check} of lab {lab}",
-        observed=f"no verdict after {timeout:.0f} s" if timeout else "the verifier exited",
-        expected="a verdict within the check's time budget",
-        hint="something in the lab blocks the probes; rebuild the lab from the top",
-    )
 
 
 def _warm_probes() -> None:
@@ -234,6 +357,7 @@ def serve(lab: str) -> int:
     for line in sys.stdin:
         try:
             req = json.loads(line)
+            use_root(req.get("root", ""))
             verdict = verify(
                 req["lab"], req["check"], pid=req["pid"], prefix=None, answers=req["answers"]
             )

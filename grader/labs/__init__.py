@@ -55,9 +55,19 @@ class Check:
 
 @dataclass(frozen=True)
 class Lab:
+    """A lab's check table.
+
+    `reference` names the course's reference implementation of the lab's topic (modules or
+    objects, dotted); an exercise cell that uses one of them scores zero for its exercise
+    (a static check of the submission, in `grader.executor`), except the dotted names
+    listed in `reference_allowed` (helpers the exercise is meant to use).
+    """
+
     id: str
     title: str
     checks: tuple[Check, ...]
+    reference: tuple[str, ...] = ()
+    reference_allowed: tuple[str, ...] = ()
 
     def check(self, check_id: str) -> Check:
         for chk in self.checks:

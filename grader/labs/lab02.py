@@ -685,4 +685,9 @@ LAB = Lab(
             needs_run=False,
         ),
     ),
+    reference=("course.podnet",),
+    reference_allowed=(
+        "course.podnet.bridge.host_veth_name",
+        "course.podnet.routed.host_veth_name",
+    ),
 )

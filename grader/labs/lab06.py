@@ -626,4 +626,9 @@ LAB = Lab(
         Check("ex5-affinity", "check-ex5-affinity", 3, "sessionAffinity ClientIP",
               check_affinity),
     ),
+    reference=("course.kubeproxy.Proxier", "course.kubeproxy.proxier"),
+    reference_allowed=(
+        "course.kubeproxy.proxier.ensure_jump_rules",
+        "course.kubeproxy.proxier.get_chains_from_table",
+    ),
 )  # fmt: skip

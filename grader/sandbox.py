@@ -1,0 +1,231 @@
+"""One sandbox per graded submission: the kernel in its own mount and PID namespaces.
+
+Why bubblewrap (Debian's `bubblewrap`, the sandbox Flatpak runs every app in) rather than
+util-linux `unshare` plus our own mount script: a sandbox is only as good as the list of
+what it shows, and bubblewrap builds the kernel's file system from an *allow list* (each
+`--ro-bind` names something the kernel may see; everything else simply does not exist
+inside), puts the kernel in a new PID namespace whose init it runs itself, and kills that
+whole namespace when its parent dies (`--die-with-parent`). Doing the same with `unshare`
+means hand-writing the pivot_root, the tmpfs root and the hiding of every secret folder,
+which is the part that goes wrong. bubblewrap is small, audited and packaged everywhere.
+
+What the kernel sees inside:
+- the system folders (`/usr`, `/etc`, `/bin`, ...) and the Python it runs, read-only;
+- the course code it imports (`course/`, and `grader/` without the labs' check tables,
+  which hold the answer keys), read-only;
+- a scratch copy of its own submission folder (its notebook), writable;
+- a private `/run` (so `/run/netns` and the run registry hold only its own namespaces and
+  runs), `/tmp`, `/root` and `/dev`, `/proc` of its own PID namespace.
+Not there: the gradebook, `solutions/`, other submissions, the verifier's copy, the
+grading processes (different PID namespace).
+
+The grading side reaches the submission's namespaces through the sandbox's root
+(`/proc/<sandbox init>/root/run/netns`), so the grader, not the kernel, decides which
+namespaces belong to the submission: inside the sandbox nothing else exists. When the
+kernel exits, bubblewrap's init exits, the kernel kills every process left in the PID
+namespace, the mount namespace goes with them and so do the lab's network namespaces
+(they were pinned only by mounts in that private `/run`).
+
+Limits, said plainly: the kernel keeps root and CAP_SYS_ADMIN (the labs need them to build
+namespaces), minus a few capabilities it never needs (modules, raw I/O, ptrace, clock,
+reboot, mknod). A root process with CAP_SYS_ADMIN can remount its read-only views, so the
+sandbox is backed by `grader.integrity`'s hashes and by the verifier living outside it.
+It is not a boundary against kernel exploits: grade untrusted classes in a throwaway VM
+or container as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import List, Unicode
+
+from grader.nbtools import REPO
+
+BWRAP = "/usr/bin/bwrap"
+SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
+# Capabilities a lab never needs; the rest (NET_ADMIN, SYS_ADMIN, NET_RAW, ...) it does.
+DROPPED_CAPS = (
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_BOOT",
+    "CAP_MKNOD",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_SYSLOG",
+)
+# Files of grader/labs the kernel may import (check tables with answer keys stay outside).
+GRADER_LABS_VISIBLE = ("__init__.py", "common.py")
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot build a sandbox here; the message says why."""
+
+
+def unavailable_reason() -> str:
+    """Empty when a sandbox can be built here; else why not, in words an instructor can act on."""
+    if not os.path.exists(BWRAP):
+        return "bubblewrap is not installed (apt-get install bubblewrap)"
+    if os.geteuid() != 0:
+        return "grading must run as root (the labs build network namespaces)"
+    argv = [BWRAP, *_base_args(), "--", "/bin/true"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bubblewrap could not start: {exc}"
+    if out.returncode != 0:
+        return (
+            f"bubblewrap refused to build a sandbox here: {out.stderr.strip()[:300]} "
+            "(in Docker, run the privileged service or docker/compose.restricted.yml, which "
+            "grant CAP_SYS_ADMIN with seccomp and AppArmor unconfined)"
+        )
+    return ""
+
+
+def _base_args() -> list[str]:
+    args = ["--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-cgroup-try"]
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    args += ["--proc", "/proc", "--dev", "/dev", "--ro-bind", "/sys", "/sys"]
+    args += ["--tmpfs", "/run", "--tmpfs", "/tmp", "--tmpfs", "/root", "--dir", "/var"]
+    args += ["--symlink", "../run", "/var/run", "--tmpfs", "/var/tmp"]
+    for cap in DROPPED_CAPS:
+        args += ["--cap-drop", cap]
+    return args
+
+
+def _python_args() -> list[str]:
+    """The interpreter, its venv and the course code (minus answer keys), read-only."""
+    args: list[str] = []
+    for prefix in dict.fromkeys((sys.base_prefix, sys.prefix)):
+        args += ["--ro-bind", prefix, prefix]
+    args += ["--ro-bind", str(REPO / "course"), str(REPO / "course")]
+    args += ["--ro-bind", str(REPO / "grader"), str(REPO / "grader")]
+    labs = REPO / "grader" / "labs"
+    args += ["--tmpfs", str(labs)]
+    for name in GRADER_LABS_VISIBLE:
+        args += ["--ro-bind", str(labs / name), str(labs / name)]
+    return args
+
+
+def sandbox_argv(workdir: Path, cwd: str, connection_file: str) -> list[str]:
+    """bubblewrap's command line for one kernel; `workdir` is mounted at `cwd`."""
+    args = [BWRAP, *_base_args(), *_python_args()]
+    args += ["--bind", str(workdir), cwd, "--chdir", cwd]
+    args += ["--ro-bind", connection_file, connection_file]
+    args += ["--setenv", "HOME", "/root", "--setenv", "TMPDIR", "/tmp"]
+    # The kernel's parent inside is the sandbox's init (pid 1), so ipykernel's "has my
+    # parent exited?" poller would stop it at once; --die-with-parent does that job here.
+    args += ["--setenv", "JPY_PARENT_PID", "1"]
+    return [*args, "--"]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+class SandboxKernelManager(AsyncKernelManager):
+    """A Jupyter kernel manager whose kernel starts inside a bubblewrap sandbox.
+
+    Jupyter's own process management stays as it is (the provisioner's process is
+    bubblewrap); only the interrupt goes to the kernel itself, since a SIGINT to
+    bubblewrap would end the whole sandbox instead of the running cell.
+    """
+
+    submission_dir = Unicode("", help="folder whose scratch copy the kernel sees").tag(config=True)
+    extra_env = List([], help="KEY=VALUE pairs set inside the sandbox").tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._scratch: Path | None = None
+
+    async def _async_pre_start_kernel(self, **kw: Any) -> tuple[list[str], dict[str, Any]]:
+        cmd, kw = await super()._async_pre_start_kernel(**kw)
+        cwd = str(kw.get("cwd") or self.submission_dir or os.getcwd())
+        self._scratch = Path(tempfile.mkdtemp(prefix="k8snet-submission-"))
+        source = Path(self.submission_dir or cwd)
+        if source.is_dir():
+            shutil.copytree(source, self._scratch, dirs_exist_ok=True)
+        prefix = sandbox_argv(self._scratch, cwd, self.connection_file)
+        for pair in self.extra_env:
+            key, _, value = pair.partition("=")
+            prefix[-1:-1] = ["--setenv", key, value]
+        return [*prefix, *cmd], kw
+
+    # --- the processes inside ---------------------------------------------------------------
+    def sandbox_init(self, wait: float = 5.0) -> int | None:
+        """Host pid of the sandbox's init (bubblewrap inside the new PID namespace)."""
+        pid = getattr(self.provisioner, "pid", None)
+        deadline = time.monotonic() + wait
+        while pid:
+            kids = _children(int(pid))
+            if kids:
+                return kids[0]
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.02)
+        return None
+
+    def kernel_host_pid(self) -> int | None:
+        init = self.sandbox_init()
+        kids = _children(init) if init else []
+        return kids[0] if kids else None
+
+    def detached_processes(self) -> list[str]:
+        """Processes reparented to the sandbox's init: started by the submission, detached."""
+        init = self.sandbox_init(wait=0)
+        if not init:
+            return []
+        kernel = self.kernel_host_pid()
+        found = []
+        for pid in _children(init):
+            if pid == kernel:
+                continue
+            with contextlib.suppress(OSError):
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                found.append(f"{pid}: {cmd.decode(errors='replace').strip()[:80]}")
+        return found
+
+    def root(self) -> str:
+        """Where the grading side finds the sandbox's file system (`/run/netns` inside)."""
+        init = self.sandbox_init()
+        return f"/proc/{init}/root" if init else ""
+
+    def kill_sandbox(self) -> None:
+        """End everything inside at once: bubblewrap's init dies with its parent."""
+        pid = getattr(self.provisioner, "pid", None)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+
+    async def _async_signal_kernel(self, signum: int) -> None:
+        kernel = self.kernel_host_pid()
+        if kernel is None:
+            await super()._async_signal_kernel(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(kernel, signum)
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
