@@ -27,9 +27,10 @@ LAB_TOPOLOGIES: dict[str, dict[str, Any]] = {
     },
     # pods a, b, c back the Services, pod d is the client; one node, no underlay needed.
     "06-kube-proxy": {"nodes": 1, "pods_per_node": 4, "pod_network": "bridge", "underlay": False},
-    # node1 (pod a on cni0) forwards to pod b on node2 over the underlay: the three paths
-    # (forwarded, to a node process, from a node process) are all taken in node1.
-    "05-netfilter-order": {"nodes": 2, "pods_per_node": 1, "pod_network": "bridge"},
+    # node1 (pods a and c on cni0) forwards to pod b on node2 over the underlay: the three
+    # paths (forwarded, to a node process, from a node process) are all taken in node1; the
+    # router gives the nodes a default route, so an untranslated virtual IP leaves by eth0.
+    "05-netfilter-order": {"nodes": 2, "pods": {1: ["a", "c"], 2: ["b"]}, "router": True},
     # a and dns on node1, the web pods b and c on node2; the client 203.0.113.10 is outside
     # (course.nodeport starts the servers, kube-proxy on both nodes and the cluster DNS).
     "07-nodeport-masquerade": {

@@ -1,0 +1,516 @@
+"""Checks of lab 05 "iptables tables and chain order": real packets, read back through the
+kernel's own trace events and rule counters, never through rule text alone.
+
+The cluster (`course.netfilter.lab`): node1 with pods a and c on cni0 and a process on
+10250, node2 with pod b serving "web" on 8080, a router as default gateway. Every check
+sends real packets (a Scapy SYN or a kernel TCP connection from a pod or from node1) and
+traces them in node1 (`grader.tracing`): which tables and chains they met, which rule
+matched, what the packet looked like there, where it was dropped. Rule counters read
+before and after say whether the learner's own rules saw the packets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from course.faults.lab05 import CATALOGUE
+from course.kernel import Netns
+from course.netfilter import Trace, path, render_prediction, rule_counters
+from course.netfilter.lab import (
+    BACKEND_IP,
+    BLOCKED,
+    BLOCKED_IP,
+    CLIENT,
+    CLIENT_IP,
+    KUBELET_PORT,
+    LAB_ID,
+    NODE,
+    NODE_IP,
+    VIP,
+    VIP_PORT,
+    WEB_PORT,
+    WEB_REPLY,
+)
+from course.netfilter.model import PATH_TITLES, PathKind
+from grader import breakfix
+from grader.labs import Check, CheckContext, Lab
+from grader.labs.common import Failed, fail, judged, question
+from grader.tracing import trace_probe
+from grader.verdict import Verdict
+
+CONNECT_TIMEOUT = 1.0
+
+
+def open_ns(ctx: CheckContext, role: str) -> Netns:
+    ns = Netns(ctx.ns(role))
+    if not ns.exists():
+        raise fail(
+            f"namespace {ns.name} does not exist",
+            sent=f"looked for /run/netns/{ns.name}",
+            observed="not found",
+            expected="the lab cluster's namespaces, built by the setup cell",
+            hint="run the notebook from the top, in order, without restarting the kernel",
+        )
+    return ns
+
+
+def with_trace(verdict: Verdict, t: Trace, packet: int = 0) -> Verdict:
+    """Attach the trace (text and picture) to a verdict, passing or failing."""
+    verdict.journey = t.render()
+    if t.packets:
+        verdict.journey_dot = t.draw(packet).source
+    return verdict
+
+
+@dataclass
+class Attempt:
+    """One real TCP connection, traced in node1: who answered, and what netfilter did."""
+
+    sender: str
+    dst: str
+    port: int
+    trace: Trace
+
+    @property
+    def data(self) -> bytes:
+        return self.trace.result.data
+
+    @property
+    def sent(self) -> str:
+        return f"a TCP connection from {self.sender} to {self.dst}:{self.port}, traced in node1"
+
+    def outcome(self) -> str:
+        return self.trace.result.outcome or self.trace.result.describe()
+
+    def answered_by_web(self) -> bool:
+        return self.data == WEB_REPLY
+
+    def first_walk(self) -> str:
+        if not self.trace.packets:
+            return "the first packet never reached node1's netfilter"
+        pk = self.trace.packets[0]
+        chains = ", ".join(f"{t} {c}" for t, c in pk.chains()) or "no chain"
+        return f"its first packet walked {chains}"
+
+    def nat_rule(self, hook: str) -> str | None:
+        """The nat rule at `hook` that translated the first packet, if one did."""
+        if not self.trace.packets:
+            return None
+        for st in self.trace.packets[0].steps:
+            if st.table == "nat" and st.hook == hook and "dnat" in (st.nft or "").lower():
+                return st.rule or st.nft
+        return None
+
+
+def connect(ctx: CheckContext, sender: str, dst: str, port: int) -> Attempt:
+    node, src = open_ns(ctx, NODE), open_ns(ctx, sender)
+    t = trace_probe(node, src, dst, port, connect=True, timeout=CONNECT_TIMEOUT)
+    return Attempt(sender, dst, port, t)
+
+
+# --- question 1: predict the order, for three paths -----------------------------------------------
+PATH_PROBES: dict[str, tuple[str, str, int]] = {
+    "forward": (CLIENT, BACKEND_IP, WEB_PORT),
+    "local-in": (CLIENT, NODE_IP, KUBELET_PORT),
+    "local-out": (NODE, BACKEND_IP, WEB_PORT),
+}
+
+
+def normalize(answer: object) -> list[tuple[str, str]] | None:
+    """["raw PREROUTING", ...] (or pairs) -> [("raw", "PREROUTING"), ...]; None if not that."""
+    if not isinstance(answer, list):
+        return None
+    out = []
+    for item in answer:
+        parts = item.split() if isinstance(item, str) else item
+        if not isinstance(parts, list | tuple) or len(parts) != 2:
+            return None
+        if not all(isinstance(p, str) for p in parts):
+            return None
+        out.append((parts[0].lower(), parts[1].upper()))
+    return out
+
+
+def traced_path(ctx: CheckContext, kind: str) -> tuple[list[tuple[str, str]], Trace | None]:
+    """The order the kernel shows for a SYN on this path in the learner's node1 now."""
+    sender, dst, port = PATH_PROBES[kind]
+    try:
+        t = trace_probe(open_ns(ctx, NODE), open_ns(ctx, sender), dst, port, timeout=0.5)
+    except Exception:  # the prediction is graded against the model; the trace only shows
+        return path(kind), None  # type: ignore[arg-type]
+    return (t.path() if t.packets else []), t
+
+
+def prediction(name: str, kind: PathKind) -> Callable[[CheckContext], Verdict]:
+    """Graded on the prediction (against the model); the feedback shows the real trace."""
+
+    def judge(ctx: CheckContext) -> Verdict:
+        answer = ctx.answers.get(name)
+        want = path(kind)
+        got = normalize(answer)
+        traced, t = traced_path(ctx, kind)
+        shown = traced if traced else want
+        where = "the kernel traced" if t is not None else "the model says"
+        if got == want:
+            v = Verdict.ok(
+                f"{name}: right, a packet {PATH_TITLES[kind]} meets "
+                + " -> ".join(f"{tb} {ch}" for tb, ch in want),
+                sent=f"read {name}; traced a SYN {PATH_TITLES[kind]} in node1",
+            )
+            return with_trace(v, t) if t is not None else v
+        if got is None:
+            observed = f"{name} = {answer!r}: not a list of 'table CHAIN' strings"
+            summary = f"{name}: no usable answer"
+        else:
+            diff = next(
+                (i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
+                min(len(got), len(want)),
+            )
+            summary = f"{name}: your order differs from the kernel's at step {diff + 1}"
+            observed = f"{name} has {len(got)} steps; side by side with what {where}:"
+        v = Verdict.fail(
+            summary,
+            sent=f"read {name} from your notebook; traced a SYN {PATH_TITLES[kind]} in node1",
+            observed=observed,
+            expected=f"{len(want)} steps, as 'table CHAIN' strings, first to last",
+            hint="tables at one hook run in priority order (raw, mangle, nat, filter, "
+            "security; nat's INPUT/POSTROUTING chains at 100); the routing decision sits "
+            "between PREROUTING and INPUT/FORWARD, and before OUTPUT",
+        )
+        v.details = render_prediction(got or [], shown).splitlines()
+        return v
+
+    judge.__name__ = f"check_{name}"
+    return judge
+
+
+# --- exercise 2: a counting rule in every table of PREROUTING --------------------------------------
+PRE_TABLES = ("raw", "mangle", "nat")
+COUNT_CONNECTIONS = 3
+
+
+def prerouting_counts(node: Netns) -> dict[str, dict[str, int]]:
+    """{table: {rule text: packets}} of the PREROUTING rules of raw, mangle and nat."""
+    return {
+        t: {r.rule: r.packets for r in rule_counters(node, t) if r.chain == "PREROUTING"}
+        for t in PRE_TABLES
+    }
+
+
+@judged
+def check_counters(ctx: CheckContext) -> Verdict:
+    """3 connections pod a -> pod b:8080; a rule in raw, mangle and nat PREROUTING counts them."""
+    node = open_ns(ctx, NODE)
+    before = prerouting_counts(node)
+    attempts = [connect(ctx, CLIENT, BACKEND_IP, WEB_PORT) for _ in range(COUNT_CONNECTIONS)]
+    after = prerouting_counts(node)
+    sent = (
+        f"{COUNT_CONNECTIONS} TCP connections from pod a to pod b ({BACKEND_IP}:{WEB_PORT}); "
+        "read the PREROUTING rule counters of raw, mangle and nat in node1 before and after"
+    )
+    lost = [a for a in attempts if not a.answered_by_web()]
+    if lost:
+        raise fail(
+            "pod a's connections to pod b did not work",
+            sent=sent,
+            observed=lost[0].outcome(),
+            expected="every connection answered by pod b's server ('web')",
+            hint="counting rules must not change the packet's fate: leave out -j, or use "
+            "-j ACCEPT only where nothing else is meant to run",
+        )
+    deltas = {
+        t: max((after[t].get(rule, 0) - before[t].get(rule, 0) for rule in after[t]), default=0)
+        for t in PRE_TABLES
+    }
+    packets = sum(len([p for p in a.trace.packets if p.first.src == CLIENT_IP]) for a in attempts)
+    shown = ", ".join(f"{t} PREROUTING +{deltas[t]}" for t in PRE_TABLES)
+    missing = [t for t in PRE_TABLES if deltas[t] == 0]
+    if missing:
+        rules = "; ".join(f"{t}: {list(after[t]) or 'no rule'}" for t in missing)
+        raise fail(
+            f"no rule in {', '.join(t + ' PREROUTING' for t in missing)} saw pod a's packets",
+            sent=sent,
+            observed=f"counter growth per table: {shown} (the trace saw {packets} packets "
+            f"from pod a); rules: {rules}",
+            expected="one rule in each of raw, mangle and nat PREROUTING matching TCP from "
+            f"{CLIENT_IP} to port {WEB_PORT}, whose counter grows",
+            hint="choose the table with -t and the chain by name: "
+            f"iptables -t raw -A PREROUTING -s {CLIENT_IP} -p tcp --dport {WEB_PORT}",
+        )
+    if deltas["nat"] != COUNT_CONNECTIONS:
+        raise fail(
+            f"the nat PREROUTING rule counted {deltas['nat']}, not one per connection",
+            sent=sent,
+            observed=shown,
+            expected=f"nat +{COUNT_CONNECTIONS} (one per connection), raw and mangle one per "
+            "packet",
+            hint="match pod a's connections to pod b:8080 exactly (source, protocol, port)",
+        )
+    v = Verdict.ok(
+        f"raw and mangle counted every packet, nat only the first of each connection: {shown}",
+        sent=sent,
+        observed=f"the traces saw {packets} packets from pod a in {COUNT_CONNECTIONS} connections",
+    )
+    return with_trace(v, attempts[0].trace)
+
+
+# --- exercise 3: DNAT for a virtual IP, from a pod and from the node --------------------------------
+def _not_translated(a: Attempt, hook: str, chain_hint: str) -> Failed:
+    return fail(
+        f"{a.sender}'s connection to {VIP}:{VIP_PORT} was not translated to pod b",
+        sent=a.sent,
+        observed=f"{a.outcome()} In node1, {a.first_walk()}; no DNAT rule matched in nat {hook}.",
+        expected=f"nat {hook} DNATs {VIP}:{VIP_PORT} to {BACKEND_IP}:{WEB_PORT}, pod b answers 'web'",
+        hint=chain_hint,
+    )
+
+
+@judged
+def check_dnat_from_pod(ctx: CheckContext) -> Verdict:
+    """Pod a -> 10.96.0.50:80 is answered by pod b; the trace shows DNAT in nat PREROUTING."""
+    a = connect(ctx, CLIENT, VIP, VIP_PORT)
+    rule = a.nat_rule("PREROUTING")
+    if rule is None:
+        raise _not_translated(
+            a, "PREROUTING",
+            f"iptables -t nat -A PREROUTING -d {VIP} -p tcp --dport {VIP_PORT} -j DNAT "
+            "--to-destination IP:PORT (pod b's address and the port its server listens on)",
+        )  # fmt: skip
+    if not a.answered_by_web():
+        raise fail(
+            f"the DNAT matched, but pod b's server did not answer at {BACKEND_IP}:{WEB_PORT}",
+            sent=a.sent,
+            observed=f"{a.outcome()} The rule that matched: {rule}",
+            expected=f"--to-destination {BACKEND_IP}:{WEB_PORT}, answered 'web'",
+            hint=f"pod b listens on {WEB_PORT}, not on the virtual port {VIP_PORT}",
+        )
+    v = Verdict.ok(
+        f"pod a reaches {VIP}:{VIP_PORT}: nat PREROUTING translated it to pod b",
+        sent=a.sent,
+        observed=f"{a.outcome()} Rule: {rule}",
+    )
+    return with_trace(v, a.trace)
+
+
+@judged
+def check_dnat_from_node(ctx: CheckContext) -> Verdict:
+    """node1 -> 10.96.0.50:80 is answered by pod b; the trace shows DNAT in nat OUTPUT."""
+    a = connect(ctx, NODE, VIP, VIP_PORT)
+    rule = a.nat_rule("OUTPUT")
+    if rule is None:
+        raise _not_translated(
+            a, "OUTPUT",
+            "packets a node process sends never pass PREROUTING: they start at the output "
+            "routing decision and OUTPUT. kube-proxy jumps to KUBE-SERVICES from both chains",
+        )  # fmt: skip
+    if not a.answered_by_web():
+        raise fail(
+            "the DNAT in nat OUTPUT matched, but pod b's server did not answer",
+            sent=a.sent,
+            observed=f"{a.outcome()} The rule that matched: {rule}",
+            expected=f"--to-destination {BACKEND_IP}:{WEB_PORT}, answered 'web'",
+            hint=f"pod b listens on {WEB_PORT}",
+        )
+    v = Verdict.ok(
+        f"node1 reaches {VIP}:{VIP_PORT} too: nat OUTPUT translated it",
+        sent=a.sent,
+        observed=f"{a.outcome()} Rule: {rule}",
+    )
+    return with_trace(v, a.trace)
+
+
+# --- exercise 4: block pod c from the Service, in FORWARD, after DNAT -------------------------------
+def filter_drops(node: Netns) -> dict[tuple[str, str], int]:
+    """{(chain, rule): packets} of the DROP/REJECT rules of the filter table."""
+    return {
+        (r.chain, r.rule): r.packets
+        for r in rule_counters(node, "filter")
+        if r.rule.split()[-1] in ("DROP", "REJECT") or " -j DROP" in r.rule or "-j REJECT" in r.rule
+    }
+
+
+def _why_not_blocked(
+    c: Attempt, before: dict[tuple[str, str], int], after: dict[tuple[str, str], int]
+) -> tuple[str, str]:
+    """Summary and hint for 'pod c still gets through', from counters and the trace."""
+    idle = [(ch, r) for (ch, r), n in after.items() if n == before.get((ch, r), 0)]
+    pk = c.trace.packets[0] if c.trace.packets else None
+    fwd = (
+        next((s for s in pk.steps if s.hook == "FORWARD" and s.table == "filter"), None)
+        if pk
+        else None
+    )
+    seen = f"{fwd.seen.dst}:{fwd.seen.dport}" if fwd else "?"
+    accepted = (
+        next((s for s in pk.steps if s.table == "filter" and s.hook == "FORWARD"
+              and s.kind == "rule" and s.verdict == "accept"), None)
+        if pk else None
+    )  # fmt: skip
+    in_input = [r for ch, r in idle if ch == "INPUT"]
+    on_vip = [r for ch, r in idle if ch == "FORWARD" and VIP in r]
+    if accepted is not None:
+        return (
+            f"pod c's SYN was accepted by filter FORWARD rule {accepted.position or ''} before "
+            "any DROP could see it",
+            f"rules are tried top to bottom and ACCEPT ends the chain: put the DROP first "
+            f"(-I FORWARD 1 ...). The rule that won: {accepted.rule or accepted.nft}",
+        )
+    if in_input:
+        return (
+            "your DROP is in filter INPUT, which pod c's packets never pass (counter stayed 0)",
+            f"the trace shows pod c's SYN forwarded (FORWARD), never INPUT: node1 only passes "
+            f"it on to pod b. Rule: {in_input[0]}",
+        )
+    if on_vip:
+        return (
+            f"your FORWARD rule names the Service address {VIP}; its counter stayed 0",
+            f"filter FORWARD sees the packet after DNAT: the trace shows it there with "
+            f"destination {seen}. Match the translated destination. Rule: {on_vip[0]}",
+        )
+    return (
+        "no DROP in filter FORWARD matched pod c's SYN",
+        f"in FORWARD the packet is {BLOCKED_IP} -> {seen} (already translated): match that",
+    )
+
+
+@judged
+def check_block(ctx: CheckContext) -> Verdict:
+    """Pod c cannot reach 10.96.0.50:80 (dropped in filter FORWARD); pod a still can."""
+    node = open_ns(ctx, NODE)
+    before = filter_drops(node)
+    c = connect(ctx, BLOCKED, VIP, VIP_PORT)
+    after = filter_drops(node)
+    a = connect(ctx, CLIENT, VIP, VIP_PORT)
+    if c.answered_by_web():
+        summary, hint = _why_not_blocked(c, before, after)
+        v = fail(summary, sent=c.sent, observed=f"{c.outcome()} In node1, {c.first_walk()}.",
+                 expected="pod c's SYN dropped in filter FORWARD; pod a still answered 'web'",
+                 hint=hint).verdict  # fmt: skip
+        return with_trace(v, c.trace)
+    dropped = c.trace.packets[0].where_dropped() if c.trace.packets else None
+    if dropped is None or (dropped.table, dropped.hook) != ("filter", "FORWARD"):
+        where = f"{dropped.table} {dropped.chain}" if dropped else "nowhere in node1"
+        v = fail(
+            "pod c is cut off, but not by a DROP in filter FORWARD",
+            sent=c.sent,
+            observed=f"{c.outcome()} The trace shows the drop in {where}; {c.first_walk()}.",
+            expected="the drop in filter FORWARD, where forwarded traffic is filtered",
+            hint="check that pod b's DNAT still works and block only in filter FORWARD",
+        ).verdict
+        return with_trace(v, c.trace)
+    if not a.answered_by_web():
+        v = fail(
+            "pod c is blocked, but so is pod a",
+            sent=f"{c.sent}; then {a.sent}",
+            observed=f"pod a: {a.outcome()} In node1, {a.first_walk()}.",
+            expected=f"only pod c ({BLOCKED_IP}) blocked; pod a ({CLIENT_IP}) answered 'web'",
+            hint="match the source too: -s " + BLOCKED_IP,
+        ).verdict
+        return with_trace(v, a.trace)
+    v = Verdict.ok(
+        f"pod c is dropped in filter FORWARD ({dropped.rule or dropped.nft}); pod a gets 'web'",
+        sent=f"{c.sent}; then {a.sent}",
+        observed=f"filter FORWARD saw {c.trace.packets[0].first.src} -> "
+        f"{next(s.seen.dst for s in c.trace.packets[0].steps if s.hook == 'FORWARD')}",
+    )
+    return with_trace(v, c.trace)
+
+
+# --- break/fix: the Service as exercises 3 and 4 left it ------------------------------------------
+def _blocked_in_forward(c: Attempt) -> bool:
+    dropped = c.trace.packets[0].where_dropped() if c.trace.packets else None
+    return dropped is not None and (dropped.table, dropped.hook) == ("filter", "FORWARD")
+
+
+def service_works(ctx: CheckContext) -> Verdict:
+    """Pod a and node1 get 'web' from 10.96.0.50:80; pod c is dropped in filter FORWARD."""
+    a = connect(ctx, CLIENT, VIP, VIP_PORT)
+    n = connect(ctx, NODE, VIP, VIP_PORT)
+    c = connect(ctx, BLOCKED, VIP, VIP_PORT)
+    problems: list[tuple[str, Attempt]] = []
+    if not a.answered_by_web():
+        problems.append(("pod a does not get 'web'", a))
+    if not n.answered_by_web():
+        problems.append(("node1 does not get 'web'", n))
+    if c.answered_by_web() or not _blocked_in_forward(c):
+        problems.append(("pod c is not dropped in filter FORWARD", c))
+    sent = f"TCP connections to {VIP}:{VIP_PORT} from pod a, node1 and pod c, traced in node1"
+    observed = " ".join(
+        f"{who}: {att.outcome()} ({att.first_walk()})."
+        for who, att in (("pod a", a), ("node1", n), ("pod c", c))
+    )
+    if problems:
+        v = Verdict.fail(
+            "; ".join(p for p, _ in problems),
+            sent=sent,
+            observed=observed,
+            expected="pod a and node1 answered 'web' by pod b; pod c's SYN dropped in filter "
+            "FORWARD",
+            hint="",
+        )
+        return with_trace(v, problems[0][1].trace)
+    done = "pod a and node1 reach the Service, pod c is dropped in filter FORWARD"
+    return with_trace(Verdict.ok(done, sent=sent, observed=observed), c.trace)
+
+
+BREAKFIX = breakfix.check(CATALOGUE, service_works)
+
+
+# --- questions -----------------------------------------------------------------------------------
+Q_MATCH = question(
+    "q_match",
+    "b",
+    "filter FORWARD runs after nat PREROUTING has translated the destination, so only a rule "
+    f"on {BACKEND_IP}:{WEB_PORT} matches.",
+    "one of 'a', 'b', 'c'",
+)
+Q_NAT_PACKETS = question(
+    "q_nat_packets",
+    1,
+    "Only the first packet of a connection walks the nat chains; conntrack applies the "
+    "translation to every later packet (and undoes it on the replies) without them.",
+    "a whole number of packets, such as 1 or 7",
+)
+Q_REFUSED = question(
+    "q_refused",
+    "c",
+    "iptables (nft backend) asked the kernel, which refused the DNAT target outside the nat "
+    "table with EINVAL; the reason is only in the kernel log: 'DNAT target: only valid in "
+    "nat table, not filter'.",
+    "one of 'a', 'b', 'c', 'd'",
+)
+
+
+def _answer(check_id: str, grade_id: str, title: str, fn: Callable[..., Verdict]) -> Check:
+    name = grade_id.removeprefix("check-")
+    return Check(check_id, grade_id, 1, title, fn, answers=(name,), needs_run=False)
+
+
+def _predict(kind: PathKind, name: str) -> Check:
+    title = f"question 1: the chains {PATH_TITLES[kind]}"
+    return Check(f"q1-{kind}", f"check-{name}", 1, title, prediction(name, kind),
+                 answers=(name,))  # fmt: skip
+
+
+LAB = Lab(
+    id=LAB_ID,
+    title="iptables tables and chain order",
+    checks=(
+        _predict("forward", "forwarded"),
+        _predict("local-in", "to_node"),
+        _predict("local-out", "from_node"),
+        Check("ex2-counters", "check-ex2-counters", 2, "a counter in every table of PREROUTING",
+              check_counters),
+        Check("ex3-dnat-pod", "check-ex3-dnat-pod", 2, "DNAT for pods: nat PREROUTING",
+              check_dnat_from_pod),
+        Check("ex3-dnat-node", "check-ex3-dnat-node", 2, "DNAT for the node: nat OUTPUT",
+              check_dnat_from_node),
+        _answer("q2-match", "check-q_match", "question 2: FORWARD before or after DNAT", Q_MATCH),
+        Check("ex4-block", "check-ex4-block", 3, "block pod c in filter FORWARD", check_block),
+        _answer("q3-nat-packets", "check-q_nat_packets", "question 3: packets through nat",
+                Q_NAT_PACKETS),
+        _answer("q4-refused", "check-q_refused", "question 4: DNAT in filter", Q_REFUSED),
+        Check("breakfix", "check-breakfix", 3, "break/fix: the Service in node1", BREAKFIX),
+    ),
+)  # fmt: skip
