@@ -93,3 +93,17 @@ def assign_to_eni(ns: Netns, ip: str) -> None:
 
 def connect(cluster: Cluster) -> None:
     """Nothing to do between nodes: the underlay already knows every pod address."""
+
+
+def new_pod(cluster: Cluster, node: Node, name: str, ip: str) -> Pod:
+    """One more pod with a node-network address on a running cluster (`<node>-<name>`)."""
+    from course.topology import Pod
+
+    ns = cluster.netns(f"{node.name}-{name}")
+    ns.sysctl("net.ipv4.conf.all.rp_filter", 0)
+    pod = Pod(name, node, ns, ip)
+    setup_node(node)
+    add_pod(node, pod)
+    node.pods.append(pod)
+    cluster.pods.append(pod)
+    return pod

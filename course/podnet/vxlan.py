@@ -36,8 +36,9 @@ Pods on each node stay on that node's `cni0` bridge (`course.podnet.bridge`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from course.kernel import Netns
@@ -113,10 +114,70 @@ def set_pod_mtu(node: Node, mtu: int) -> None:
 
 def connect(cluster: Cluster) -> list[Lease]:
     """flanneld on every node: its own device first, then the three entries per peer."""
-    leases = [setup_node(node) for node in cluster.nodes]
-    for node, own in zip(cluster.nodes, leases, strict=True):
-        set_pod_mtu(node, node.ns.link(DEVICE)["mtu"])
+    return connect_nodes(cluster.nodes)
+
+
+def connect_nodes(nodes: list[Node], pod_mtu: bool = True) -> list[Lease]:
+    """The overlay between `nodes` only (the others keep whatever they had)."""
+    leases = [setup_node(node) for node in nodes]
+    for node, own in zip(nodes, leases, strict=True):
+        if pod_mtu:
+            set_pod_mtu(node, node.ns.link(DEVICE)["mtu"])
         for lease in leases:
             if lease is not own:
                 add_peer(node.ns, lease)
     return leases
+
+
+def device_info(ns: Netns, name: str = DEVICE) -> dict[str, Any] | None:
+    """`ip -d -j link show flannel.1`: vni, local, port, dev, learning, mtu, mac, up (or None)."""
+    out = ns.run(["ip", "-d", "-j", "link", "show", name], check=False)
+    if out.returncode != 0:
+        return None
+    link = json.loads(out.stdout)[0]
+    info = link.get("linkinfo", {})
+    data = info.get("info_data", {})
+    return {
+        "kind": info.get("info_kind"),
+        "vni": data.get("id"),
+        "local": data.get("local"),
+        "port": data.get("port"),
+        "dev": data.get("link"),
+        "learning": data.get("learning"),
+        "mtu": link.get("mtu"),
+        "mac": link.get("address"),
+        "up": "UP" in link.get("flags", []),
+    }
+
+
+def recreate(ns: Netns, vni: int | None = None, port: int | None = None) -> None:
+    """Delete and re-add `flannel.1` with another VNI or port, keeping MAC and every entry.
+
+    (A VXLAN device's id and port cannot be changed in place; flanneld recreates the
+    device when its config changes.)
+    """
+    info = device_info(ns)
+    assert info is not None, f"no {DEVICE} in {ns.name}"
+    addresses = ns.addresses(DEVICE)
+    neighbours = [n for n in ns.neighbours(DEVICE) if n["state"] & 0x80 and n["mac"]]
+    fdb = [e for e in ns.fdb(DEVICE) if e["dst"]]
+    routes = [r for r in ns.routes() if r["dev"] == DEVICE and r["gateway"]]
+    ns.delete_link(DEVICE)
+    ns.add_vxlan(
+        DEVICE,
+        vni=vni if vni is not None else info["vni"],
+        local=info["local"],
+        dev=info["dev"] or UNDERLAY_DEV,
+        port=port if port is not None else info["port"],
+        mtu=info["mtu"],
+    )
+    ns.set_mac(DEVICE, info["mac"])
+    for cidr in addresses:
+        ns.add_address(DEVICE, cidr)
+    ns.up(DEVICE)
+    for n in neighbours:
+        ns.add_neighbour(n["ip"], n["mac"], DEVICE)
+    for e in fdb:
+        ns.add_fdb(e["mac"], DEVICE, dst=e["dst"], replace=True)
+    for r in routes:
+        ns.add_route(r["dst"], via=r["gateway"], dev=DEVICE, onlink=True)
