@@ -198,15 +198,26 @@ class Cluster:
         self.built = False
         _LIVE.discard(self)
 
-    def netns(self, role: str) -> Netns:
-        """Create (and record, so teardown finds it) a namespace `<prefix>-<role>`."""
+    def netns(self, role: str, lo_up: bool = True) -> Netns:
+        """Create (and record, so teardown finds it) a namespace `<prefix>-<role>`.
+
+        Asked again for a role it already has (a notebook cell run twice), the cluster
+        deletes that namespace, with everything in it, and makes an empty one: the cell
+        then builds on a clean slate, as it did the first time.
+        """
         name = f"{self.prefix}-{role}"
-        self.record.namespaces.append(name)
-        if self.built:  # during build() the record is written once, before and after
-            self.record.save()
-        ns = Netns.create(name)
+        if name not in self.record.namespaces:
+            self.record.namespaces.append(name)
+            if self.built:  # during build() the record is written once, before and after
+                self.record.save()
+        old = self.namespaces.pop(role, None)
+        if old is not None:
+            old.delete_links()  # now, so its veths' other ends are gone before we re-cable
+            old.delete()  # also closes the old object's netlink socket, which pins it
+        ns = Netns.create(name, replace=True)
         self.namespaces[role] = ns
-        ns.up("lo")
+        if lo_up:
+            ns.up("lo")
         return ns
 
     # --- building blocks -----------------------------------------------------------------------

@@ -25,6 +25,7 @@ _COMMAND_MODULES: list[str] = [
     "grader.cmd_notebooks",
     "grader.cmd_cni",
     "grader.cmd_trace",
+    "grader.cmd_shell",
 ]
 
 

@@ -61,9 +61,7 @@ def up(
         addrs = ", ".join(a for a in ns.addresses() if not a.startswith("127."))
         table.add_row(role, ns.name, addrs)
     console.print(table)
-    console.print(
-        f"explore: ip netns exec {cluster.prefix}-<role> bash    remove: k8snet down {lab}"
-    )
+    console.print(f"explore: k8snet shell {lab} ROLE (e.g. node1)    remove: k8snet down {lab}")
 
 
 def down(

@@ -14,12 +14,18 @@ import json
 import os
 from typing import Any
 
+from course.notebook import quiet_errors
 from grader.labs import load_lab
 from grader.verify import verify_in_subprocess
 
 
 class CheckFailed(AssertionError):
     """Raised so the cell shows as failed (nbgrader scores a cell with an error as 0)."""
+
+
+# The verdict printed just above already says what was sent, seen and expected: under
+# IPython a failed check ends with this one line, not a traceback into this module.
+quiet_errors(CheckFailed, lambda exc: f"{exc} (see the verdict above)")
 
 
 def _answers_from_kernel(names: tuple[str, ...]) -> dict[str, object]:

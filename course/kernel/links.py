@@ -2,6 +2,11 @@
 
 Each method is one `ip` command you would type (shown in its docstring), done through
 pyroute2 on a socket that lives inside the namespace: no `ip` process is started.
+
+Every method that creates something can be called again with the same arguments: a
+notebook cell that is re-run after a fix must just work, so an existing object that matches
+is kept, one that does not match is replaced (like `ip route replace`, `ip addr replace`),
+and deleting something already gone is not an error.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ if TYPE_CHECKING:
     from course.kernel.netns import Netns
 
 RT_SCOPES = {"universe": 0, "site": 200, "link": 253, "host": 254}
+EEXIST = 17
 RTNH_F_ONLINK = 4
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
@@ -57,6 +63,10 @@ class LinkOps:
         except RuntimeError:
             return False
         return True
+
+    def find_link(self, ifname: str) -> dict[str, Any] | None:
+        """`link(ifname)`, or None when there is no such interface (one cheap ioctl first)."""
+        return self.link(ifname) if self.has_link(ifname) else None
 
     def links(self) -> list[dict[str, Any]]:
         """`ip -d link`: name, index, state, MAC, master, kind and peer index of every link."""
@@ -159,7 +169,19 @@ class LinkOps:
         A veth pair is a virtual cable: both ends are born together, one may be created
         straight inside another namespace, and deleting either end deletes both.
         `master` and `up` apply to this end in the same netlink message (fewer round trips).
+
+        Called again (a re-run cell): the same cable is kept; an interface of either name
+        that is something else (another cable, a leftover) is deleted and the pair is made anew.
         """
+        if self.has_link(ifname) or peer_ns.has_link(peer_name):
+            if self._is_veth_pair(ifname, peer_ns, peer_name):
+                if master:
+                    self.set_master(ifname, master)
+                if up:
+                    self.up(ifname)
+                return
+            self.delete_link(ifname)
+            peer_ns.delete_link(peer_name)
         kw: dict[str, Any] = {}
         if master:
             kw["master"] = self.index(master)
@@ -176,8 +198,34 @@ class LinkOps:
         except NetlinkError as exc:
             raise _err(self, f"veth {ifname}<->{peer_ns.name}/{peer_name}", exc) from exc
 
+    def _is_veth_pair(self, ifname: str, peer_ns: Netns, peer_name: str) -> bool:
+        """True when `ifname` here and `peer_name` in `peer_ns` are the two ends of one veth."""
+        mine, theirs = self.find_link(ifname), peer_ns.find_link(peer_name)
+        if mine is None or theirs is None or mine["kind"] != "veth" or theirs["kind"] != "veth":
+            return False
+        if mine["link"] != theirs["index"] or theirs["link"] != mine["index"]:
+            return False
+        if peer_ns.name == self.name:
+            return mine["link_netnsid"] is None
+        return mine["link_netnsid"] is not None and mine["link_netnsid"] == self.nsid_of(peer_ns)
+
     def add_bridge(self, ifname: str, up: bool = False) -> None:
-        """`ip link add IFNAME type bridge`: a software switch, like `cni0` or `docker0`."""
+        """`ip link add IFNAME type bridge`: a software switch, like `cni0` or `docker0`.
+
+        Called again, an existing bridge of that name is kept (its ports stay plugged in).
+        """
+        existing = self.find_link(ifname)
+        if existing is not None:
+            if existing["kind"] != "bridge":
+                from course.kernel.netns import KernelError
+
+                raise KernelError(
+                    f"{ifname} in {self.name} exists and is a {existing['kind'] or 'device'}, "
+                    f"not a bridge: delete it first (delete_link({ifname!r}))"
+                )
+            if up:
+                self.up(ifname)
+            return
         try:
             self.ipr.link("add", ifname=ifname, kind="bridge", **({"state": "up"} if up else {}))
         except NetlinkError as exc:
@@ -193,7 +241,12 @@ class LinkOps:
         learning: bool = False,
         mtu: int | None = None,
     ) -> None:
-        """`ip link add flannel.1 type vxlan id 1 local IP dev eth0 dstport 8472 nolearning`."""
+        """`ip link add flannel.1 type vxlan id 1 local IP dev eth0 dstport 8472 nolearning`.
+
+        Called again, an existing device of that name is deleted and made anew with these
+        settings (its neighbour and FDB entries go with it).
+        """
+        self.delete_link(ifname)
         kw: dict[str, Any] = {
             "ifname": ifname,
             "kind": "vxlan",
@@ -218,8 +271,12 @@ class LinkOps:
         self.ipr.link("set", **kw)
 
     def delete_link(self, ifname: str) -> None:
-        """`ip link del IFNAME` (for a veth: the peer in the other namespace goes too)."""
-        self.ipr.link("del", index=self.index(ifname))
+        """`ip link del IFNAME` (for a veth: the peer in the other namespace goes too).
+
+        Deleting an interface that is already gone does nothing, so a cell can run twice.
+        """
+        if self.has_link(ifname):
+            self.ipr.link("del", index=self.index(ifname))
 
     def up(self, ifname: str) -> None:
         """`ip link set IFNAME up`."""
@@ -264,14 +321,24 @@ class LinkOps:
 
     # --- addresses, routes, neighbours -------------------------------------------------------
     def add_address(self, ifname: str, cidr: str) -> None:
-        """`ip addr add CIDR dev IFNAME`."""
+        """`ip addr replace CIDR dev IFNAME`.
+
+        Called again, the address is kept; the same IP with another prefix length on that
+        interface is replaced, since one IP with two prefixes is always a mistake (the
+        fixed cell wins).
+        """
         iface = ipaddress.ip_interface(cidr)
+        family = socket.AF_INET6 if iface.version == 6 else socket.AF_INET
+        index = self.index(ifname)
+        for msg in self.ipr.get_addr(family=family, index=index):
+            if msg.get_attr("IFA_ADDRESS") != str(iface.ip):
+                continue
+            if msg["prefixlen"] == iface.network.prefixlen:
+                return
+            self.ipr.addr("del", index=index, address=str(iface.ip), prefixlen=msg["prefixlen"])
         try:
             self.ipr.addr(
-                "add",
-                index=self.index(ifname),
-                address=str(iface.ip),
-                prefixlen=iface.network.prefixlen,
+                "add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen
             )
         except NetlinkError as exc:
             raise _err(self, f"address {cidr} on {ifname}", exc) from exc
@@ -286,7 +353,11 @@ class LinkOps:
         blackhole: bool = False,
         src: str | None = None,
     ) -> None:
-        """`ip route add DST [via GW] [dev DEV] [onlink] [scope link]` or `blackhole DST`."""
+        """`ip route replace DST [via GW] [dev DEV] [onlink] [scope link]` or `blackhole DST`.
+
+        `replace`, not `add`: run again, the route to DST is set to what this call says
+        instead of failing with "File exists", so a fixed cell overrides its earlier run.
+        """
         kw: dict[str, Any] = {"dst": dst}
         if blackhole:
             kw["type"] = "blackhole"
@@ -301,7 +372,7 @@ class LinkOps:
         if src:
             kw["prefsrc"] = src
         try:
-            self.ipr.route("add", **kw)
+            self.ipr.route("replace", **kw)
         except NetlinkError as exc:
             raise _err(self, f"route {dst}", exc) from exc
 
@@ -324,12 +395,18 @@ class LinkOps:
 
         For VXLAN: which node IP holds MAC. `replace` (what flanneld does) leaves one entry
         per MAC; `append` adds another destination next to the existing ones.
+
+        The same entry twice is not an error (a re-run cell).
         """
         kw: dict[str, Any] = {"ifindex": self.index(dev), "lladdr": mac, "state": NUD_PERMANENT}
         if dst:
             kw["dst"] = dst
             kw["flags"] = NTF_SELF
-        self.ipr.fdb("replace" if replace else "append", **kw)
+        try:
+            self.ipr.fdb("replace" if replace else "append", **kw)
+        except NetlinkError as exc:
+            if exc.code != EEXIST:
+                raise
 
     def fdb(self, dev: str) -> list[dict[str, Any]]:
         """`bridge fdb show dev DEV`: MAC and (for VXLAN) destination node IP of every entry."""
@@ -344,7 +421,8 @@ class LinkOps:
         try:
             self.ipr.neigh("add", dst=ip, ifindex=self.index(dev), flags=NTF_PROXY)
         except NetlinkError as exc:
-            raise _err(self, f"proxy neighbour {ip} on {dev}", exc) from exc
+            if exc.code != EEXIST:  # already there: a re-run cell
+                raise _err(self, f"proxy neighbour {ip} on {dev}", exc) from exc
 
     def proxy_neighbours(self, dev: str | None = None) -> list[str]:
         """`ip neigh show proxy`: the addresses this namespace answers ARP for on others' behalf.

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from course.kernel import _libc
 from course.kernel.links import LinkOps
@@ -29,6 +30,10 @@ from course.kernel.links import LinkOps
 NETNS_DIR = Path("/run/netns")
 _mount_lock = threading.Lock()
 _netns_dir_ready = False
+
+# Called as hook(ns, proc) after every `Netns.popen`: course.notebook uses it to stop the
+# processes a notebook cell started when that cell is run again.
+POPEN_HOOKS: list[Callable[[Netns, subprocess.Popen[Any]], None]] = []
 
 
 class KernelError(RuntimeError):
@@ -155,14 +160,25 @@ class Netns(LinkOps):
 
     # --- lifecycle ---------------------------------------------------------------------
     @classmethod
-    def create(cls, name: str) -> Netns:
-        """`ip netns add NAME`: unshare a new namespace in this thread, pin it, come back."""
+    def create(cls, name: str, replace: bool = False) -> Netns:
+        """`ip netns add NAME`: unshare a new namespace in this thread, pin it, come back.
+
+        With `replace`, an existing namespace of that name is deleted first (its processes
+        stopped, its veths gone with it), so the caller starts from an empty namespace.
+        """
         _ensure_netns_dir()
         path = NETNS_DIR / name
+        if replace and path.exists():
+            old = cls(name)
+            old.delete_links()
+            old.delete()
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
         except FileExistsError:
-            raise KernelError(f"network namespace {name!r} already exists") from None
+            raise KernelError(
+                f"network namespace {name!r} already exists "
+                "(Netns.create(name, replace=True) starts it afresh)"
+            ) from None
         os.close(fd)
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
@@ -179,6 +195,19 @@ class Netns(LinkOps):
 
     def exists(self) -> bool:
         return self.path.exists()
+
+    def delete_links(self) -> None:
+        """`ip link del` every interface but `lo`, now.
+
+        The kernel frees a deleted namespace, and the veths in it, a little later, in the
+        background; a cable's other end in a node would linger meanwhile. A namespace about
+        to be replaced by one of the same name loses its links first, so the new one can
+        be cabled to the same names at once.
+        """
+        for entry in self.links():
+            if entry["name"] != "lo":
+                with suppress(NetlinkError):  # gone with its veth peer a moment ago
+                    self.ipr.link("del", index=entry["index"])
 
     @contextmanager
     def entered(self) -> Iterator[None]:
@@ -212,8 +241,9 @@ class Netns(LinkOps):
         """
         self.close()
         for proc in self._procs:
-            _kill_group(proc.pid)
-            _reap(proc)
+            if proc.poll() is None:  # an exited process's pid may belong to someone else now
+                _kill_group(proc.pid)
+                _reap(proc)
         self._procs.clear()
         if not self.exists():
             return
@@ -269,7 +299,17 @@ class Netns(LinkOps):
         kwargs.setdefault("start_new_session", True)
         proc = subprocess.Popen(self._argv(argv), **kwargs)
         self._procs.append(proc)
+        for hook in POPEN_HOOKS:
+            hook(self, proc)
         return proc
+
+    def stop(self, proc: subprocess.Popen[Any]) -> None:
+        """Stop a process started with `popen` (its whole process group) and reap it."""
+        if proc.poll() is None:
+            _kill_group(proc.pid)
+            _reap(proc)
+        if proc in self._procs:
+            self._procs.remove(proc)
 
     # --- netfilter -----------------------------------------------------------------------
     def apply_iptables(
