@@ -243,10 +243,9 @@ class LinkOps:
     ) -> None:
         """`ip link add flannel.1 type vxlan id 1 local IP dev eth0 dstport 8472 nolearning`.
 
-        Called again, an existing device of that name is deleted and made anew with these
-        settings (its neighbour and FDB entries go with it).
+        Not re-runnable on purpose: a second device of that name is refused ("File exists"),
+        as lab 03's tests expect; delete_link() it first to start over.
         """
-        self.delete_link(ifname)
         kw: dict[str, Any] = {
             "ifname": ifname,
             "kind": "vxlan",
