@@ -6,7 +6,19 @@
 # Works with both the classic builder and BuildKit (no BuildKit-only syntax), so older
 # Compose clients can build it too. Layers go from slow-and-stable to fast-and-changing, so an
 # edit to the course code rebuilds only the last few seconds of the image.
-FROM debian:bookworm-slim
+#
+# Targets (the classic builder builds every stage up to the one asked for, none after it):
+#   selfstudy  the default (docker-compose.yml asks for it): the whole course, solutions/ and
+#              every answer key included; peeking is allowed, learning is the point
+#   class      for a course that hands the image to students: no solutions/, no tests/ (they
+#              hold reference answers), and the predict-then-observe answer keys withheld from
+#              grader/labs (docker/withhold_answers.py); the exercise checks stay, so students
+#              can still self-check their own work (see the README, "For instructors")
+#
+# No registry? A failure on the next line ("lookup registry-1.docker.io", "pull access denied",
+# "failed to resolve source metadata") means Docker could not fetch the base image. Make it
+# locally, once, then build again:   docker/seed-base-image.sh
+FROM debian:bookworm-slim AS runtime
 
 ENV DEBIAN_FRONTEND=noninteractive \
     LANG=C.UTF-8 \
@@ -54,29 +66,61 @@ RUN set -eux; \
     python3 /opt/k8snet/list-deps.py /opt/k8s-netlabs/pyproject.toml > /opt/k8snet/deps.txt; \
     pip install -r /opt/k8snet/deps.txt
 
-# The whole project (course, grader, labs, solutions, tests), installed in place (`pip install
-# -e .`, as `make install` does): the code a learner reads in /opt/k8s-netlabs/course is the
-# code that runs, and the grader finds labs/ and solutions/ next to itself.
-# /opt/k8s-netlabs is the pristine release; the learner works on copies in /workspace.
-COPY . /opt/k8s-netlabs
-WORKDIR /opt/k8s-netlabs
-RUN set -eux; \
-    pip install --no-deps --no-build-isolation -e .; \
-    rm -rf build *.egg-info; \
-    python -c 'import course, grader'; \
-    command -v k8snet; \
-    mkdir -p /workspace
-
 # JupyterLab defaults for a closed, self-contained environment: no news or update checks.
+# jupyter_config.json: kernels get CurveZMQ keys from their manager (JupyterLab's and the
+# grader's), so ipykernel has no reason to warn "Kernel is running over TCP without encryption".
+# learner/: the config directory the entrypoint puts first unless K8SNET_INSTRUCTOR=1 (no
+# nbgrader instructor tools for a self-learner).
 COPY docker/jupyter/overrides.json /opt/k8snet/venv/share/jupyter/lab/settings/overrides.json
+COPY docker/jupyter/jupyter_config.json /opt/k8snet/venv/etc/jupyter/jupyter_config.json
+COPY docker/jupyter/learner/ /opt/k8snet/jupyter/learner/
+# Login shells (JupyterLab's terminal is `bash -l`) get the venv back on PATH.
+COPY docker/profile.sh /etc/profile.d/k8snet.sh
 COPY docker/entrypoint.sh /usr/local/bin/k8snet-entrypoint
 COPY docker/healthcheck.py /usr/local/bin/k8snet-healthcheck
 
 # Lets `docker/smoke.sh` prune the dangling images its rebuilds leave, and nothing else.
 LABEL org.k8s-netlabs.image="lab"
 VOLUME ["/workspace"]
+WORKDIR /opt/k8s-netlabs
 EXPOSE 8888
 HEALTHCHECK --interval=3s --timeout=3s --start-period=60s --retries=5 \
     CMD ["python3", "/usr/local/bin/k8snet-healthcheck"]
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/k8snet-entrypoint"]
 CMD ["jupyter-lab"]
+
+
+# --- selfstudy: the whole project (course, grader, labs, solutions, tests) -------------------
+# Installed in place (`pip install -e .`, as `make install` does): the code a learner reads in
+# /opt/k8s-netlabs/course is the code that runs, and the grader finds labs/ and solutions/
+# next to itself. /opt/k8s-netlabs is the pristine release; the learner works on copies in
+# /workspace.
+FROM runtime AS selfstudy
+COPY . /opt/k8s-netlabs
+RUN set -eux; \
+    pip install --no-deps --no-build-isolation -e .; \
+    rm -rf build *.egg-info; \
+    python -c 'import course, grader'; \
+    command -v k8snet; \
+    mkdir -p /workspace
+LABEL org.k8s-netlabs.kind="selfstudy"
+
+
+# --- class: what students get from an instructor -----------------------------------------------
+# Built apart and copied over, so no layer of the class image ever held solutions/ (a file
+# deleted in a later layer still ships in the earlier one).
+FROM selfstudy AS class-source
+RUN set -eux; \
+    rm -rf solutions tests docker/certs/*.crt docker/certs/*.pem; \
+    python3 docker/withhold_answers.py grader/labs; \
+    python -c 'import grader.labs.lab01'
+
+FROM runtime AS class
+COPY --from=class-source /opt/k8s-netlabs /opt/k8s-netlabs
+RUN set -eux; \
+    pip install --no-deps --no-build-isolation -e .; \
+    rm -rf build *.egg-info; \
+    python -c 'import course, grader'; \
+    test ! -e solutions; \
+    mkdir -p /workspace
+LABEL org.k8s-netlabs.kind="class"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -127,7 +128,15 @@ def row(name: str, value: float, unit: str, target: float | None = None) -> None
     print(f"  {name:<38} {value:9.1f} {unit:<3} {ratio}")
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    """SIGTERM/SIGHUP unwind like Ctrl+C: the `finally` blocks take the stack down."""
+    signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the teardown short
+    raise SystemExit(128 + signum)
+
+
 def main(quick: bool) -> int:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     if not engine_answers():
         print("docker_env: skipped (no Docker engine answers; `make test-docker` starts one)")
         return 0

@@ -22,6 +22,8 @@ import sys
 import time
 import uuid
 
+from _namespaces import bench_prefix, clean_up_on_exit
+
 from course.kernel import Netns
 from course.kubeproxy import Proxier, ProxierOptions
 from course.kubeproxy.objects import (
@@ -39,6 +41,8 @@ TARGET = 0.25
 GEN_ROUNDS = 5
 APPLY_ROUNDS = 3  # for 1,000 Services; bigger sets are applied once (minutes each)
 APPLY_TIMEOUT = 1800.0
+# Every namespace of this run starts with it; killed or not, none outlives the run.
+PREFIX = bench_prefix("kp")
 SERVICE_BASE = int(ipaddress.IPv4Address("10.96.0.1"))
 POD_BASE = int(ipaddress.IPv4Address("10.244.0.2"))
 
@@ -95,7 +99,7 @@ def time_apply(payload: str, rounds: int) -> float:
     """What Netns.apply_iptables does, with a timeout long enough for big rule sets."""
     times = []
     for _ in range(rounds):
-        ns = Netns.create(f"knl-bench-kp-{uuid.uuid4().hex[:6]}")
+        ns = Netns.create(f"{PREFIX}-{uuid.uuid4().hex[:6]}")
         try:
             t0 = time.perf_counter()
             ns.run(["iptables-restore", "--noflush"], input=payload, timeout=APPLY_TIMEOUT)
@@ -118,7 +122,7 @@ def time_distribution_check() -> tuple[float, float, str]:
         namespace="default", name="web", cluster_ip="10.96.0.10",
         ports=(ServicePort("http", "TCP", 80, 8080),), selector={"app": "web"},
     )  # fmt: skip
-    with Cluster("06-kube-proxy", nodes=1, pods_per_node=4, underlay=False) as c:
+    with Cluster("06-kube-proxy", nodes=1, pods_per_node=4, underlay=False, prefix=PREFIX) as c:
         pods = [
             Pod("default", p.name, {"app": "web"}, "node1", p.ip, ready=True,
                 ports=(ContainerPort("http", 8080),))
@@ -140,6 +144,7 @@ def time_distribution_check() -> tuple[float, float, str]:
 
 
 def main(sizes: tuple[int, ...]) -> int:
+    clean_up_on_exit(PREFIX)
     print(f"kube-proxy iptables mode: {ENDPOINTS} endpoints per Service, "
           f"best of {GEN_ROUNDS} generations, {APPLY_ROUNDS} applies (1 above 1,000)")  # fmt: skip
     print(f"{'services':>9} {'rules':>8} {'generate':>10} {'apply':>10} {'gen/apply':>10}  target")

@@ -20,12 +20,16 @@ import sys
 import time
 from collections import defaultdict
 
+from _namespaces import bench_prefix, clean_up_on_exit
+
 from course import addressing
 from course.kernel import Netns, list_netns
 from course.podnet.bridge import host_veth_name
 from course.topology import Cluster
 
 ROUNDS = 5
+# Every namespace of this run starts with it; killed or not, none outlives the run.
+PREFIX = bench_prefix("topo")
 
 
 def plan(prefix: str, nodes: int, pods: int) -> tuple[list[str], dict[str, list[str]]]:
@@ -136,7 +140,9 @@ def measure(nodes: int, pods: int) -> dict[str, float]:
     shapes = {}
     for r in range(ROUNDS):
         t0 = time.perf_counter()
-        c = Cluster("bench", nodes=nodes, pods_per_node=pods, pod_network="bridge").build()
+        c = Cluster(
+            "bench", nodes=nodes, pods_per_node=pods, pod_network="bridge", prefix=f"{PREFIX}c{r}"
+        ).build()
         if r == 0:
             shapes["course"] = shape(c.prefix)
         c.destroy()
@@ -145,7 +151,7 @@ def measure(nodes: int, pods: int) -> dict[str, float]:
             ("ip-each", build_ip_each, teardown_ip_each),
             ("ip-batch", build_ip_batch, teardown_ip_batch),
         ):
-            prefix = f"knl-bench{r}{way[3]}"
+            prefix = f"{PREFIX}{way[3]}{r}"
             t0 = time.perf_counter()
             try:
                 build(prefix, nodes, pods)
@@ -160,6 +166,7 @@ def measure(nodes: int, pods: int) -> dict[str, float]:
 
 
 def main() -> None:
+    clean_up_on_exit(PREFIX)
     print(f"build + teardown, median of {ROUNDS} rounds (underlay, bridge pods, host-gw routes)")
     print(
         f"{'topology':>14} {'course':>10} {'ip-each':>10} {'ip-batch':>10}"

@@ -14,6 +14,7 @@ set -euo pipefail
 RELEASE=${K8SNET_RELEASE_DIR:-/opt/k8s-netlabs}
 WORKSPACE=${K8SNET_WORKSPACE:-/workspace}
 JUPYTER_MARKER=${K8SNET_JUPYTER_MARKER:-/run/k8snet/jupyter}
+LEARNER_CONFIG=${K8SNET_LEARNER_CONFIG:-/opt/k8snet/jupyter/learner}
 
 seed_workspace() {
     mkdir -p "$WORKSPACE/labs"
@@ -29,19 +30,56 @@ seed_workspace() {
     fi
 }
 
-# Labs write sysctls under /proc/sys. A privileged container has it read-write; the restricted
-# setup (docker/compose.restricted.yml) asks for a remount, which touches only this
-# container's mount namespace.
-check_proc_sys() {
+# Labs write sysctls under /proc/sys, which Docker mounts read-only in an unprivileged
+# container; docker-compose.yml asks for a remount (K8SNET_REMOUNT_PROC_SYS=1), which touches
+# only this container's mount namespace. A privileged container has it read-write already.
+remount_proc_sys() {
     if ! grep -qE '^[^ ]+ [^ ]+ [^ ]+ [^ ]+ /proc/sys ro[, ]' /proc/self/mountinfo; then
         return 0
     fi
-    if [[ "${K8SNET_REMOUNT_PROC_SYS:-0}" == "1" ]] && mount -o remount,rw,bind /proc/sys; then
-        echo "k8snet: /proc/sys remounted read-write for the labs' sysctls" >&2
+    if [[ "${K8SNET_REMOUNT_PROC_SYS:-0}" == "1" ]] && mount -o remount,rw,bind /proc/sys 2>/dev/null; then
         return 0
     fi
-    echo "k8snet: WARNING /proc/sys is read-only: labs that set sysctls will fail." >&2
-    echo "k8snet: run the container privileged (see docker-compose.yml)." >&2
+    return 1
+}
+
+# What every lab does first: a named namespace and a sysctl inside it. ~30 ms. When the
+# engine did not grant enough, say so at the top of the log with the exact next command,
+# instead of letting the learner's first cell fail with a kernel error.
+check_lab_powers() {
+    [[ "${K8SNET_SELFTEST:-1}" == "1" ]] || return 0
+    local ns="k8snet-selftest-$$" err=""
+    remount_proc_sys || err="/proc/sys is read-only"
+    if [[ -z "$err" ]]; then
+        if err=$(ip netns add "$ns" 2>&1); then
+            err=$(ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1 2>&1) || true
+            ip netns del "$ns" 2>/dev/null || true
+        fi
+    fi
+    if [[ -z "$err" ]]; then
+        return 0
+    fi
+    cat >&2 <<WARN
+
+  k8snet: WARNING the labs cannot build network namespaces in this container:
+      ${err}
+  This Docker engine needs the privileged fallback. Stop this container, then start it with
+      docker compose -f docker-compose.yml -f docker/compose.privileged.yml up
+  (with the standalone client: docker-compose -f docker-compose.yml -f docker/compose.privileged.yml up)
+
+WARN
+}
+
+# nbgrader's instructor tools (Create Assignment, Formgrader, the Nbgrader menu) confuse a
+# self-learner, and their server extensions log "No nbgrader_config.py file found" because
+# /workspace is not a course folder. They stay off unless K8SNET_INSTRUCTOR=1: the learner
+# config directory switches the server extensions and the JupyterLab plugins off.
+configure_jupyter() {
+    if [[ "${K8SNET_INSTRUCTOR:-0}" == "1" ]]; then
+        echo "k8snet: instructor mode: nbgrader's Create Assignment and Formgrader are on" >&2
+        return 0
+    fi
+    export JUPYTER_CONFIG_PATH="${LEARNER_CONFIG}${JUPYTER_CONFIG_PATH:+:$JUPYTER_CONFIG_PATH}"
 }
 
 new_token() {
@@ -67,8 +105,13 @@ run_jupyter() {
 BANNER
     # Tells the healthcheck this container serves JupyterLab (see docker/healthcheck.py).
     mkdir -p "$(dirname "$JUPYTER_MARKER")" && : >"$JUPYTER_MARKER"
+    configure_jupyter
+    # --ip=0.0.0.0 inside the container is what Docker's port mapping needs; the host side is
+    # 127.0.0.1 only (docker-compose.yml). custom_display_url makes Jupyter's own log print
+    # the address that works from the host, not http://0.0.0.0:8888/ or the container's name.
     exec jupyter lab \
         --ip=0.0.0.0 --port=8888 --no-browser --allow-root \
+        --ServerApp.custom_display_url="http://127.0.0.1:${K8SNET_PORT:-8888}" \
         --ServerApp.root_dir="$WORKSPACE" \
         --LabApp.default_url=/lab/tree/labs \
         --ServerApp.terminado_settings='{"shell_command": ["/bin/bash", "-l"]}' \
@@ -78,7 +121,7 @@ BANNER
 
 main() {
     seed_workspace
-    check_proc_sys
+    check_lab_powers
     if [[ $# -eq 0 || "$1" == "jupyter-lab" ]]; then
         shift || true
         run_jupyter "$@"

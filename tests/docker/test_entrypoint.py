@@ -26,6 +26,7 @@ ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 FAKE_JUPYTER = """#!/bin/bash
 printf '%s\\n' "$@" > "$OUT/args"
 printf '%s' "$JUPYTER_TOKEN" > "$OUT/token"
+printf '%s' "${JUPYTER_CONFIG_PATH:-}" > "$OUT/config_path"
 pwd > "$OUT/cwd"
 """
 
@@ -42,7 +43,9 @@ def sandbox(tmp_path: Path) -> dict[str, Path]:
     return {"release": release, "workspace": workspace, "bin": bin_dir, "out": out}
 
 
-def run(box: dict[str, Path], *args: str, token: str = "") -> subprocess.CompletedProcess[str]:
+def run(
+    box: dict[str, Path], *args: str, token: str = "", **extra: str
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "PATH": f"{box['bin']}:{os.environ['PATH']}",
@@ -51,7 +54,12 @@ def run(box: dict[str, Path], *args: str, token: str = "") -> subprocess.Complet
         "K8SNET_WORKSPACE": str(box["workspace"]),
         "JUPYTER_TOKEN": token,
         "K8SNET_JUPYTER_MARKER": str(box["out"] / "marker"),
+        "K8SNET_LEARNER_CONFIG": "/opt/k8snet/jupyter/learner",
+        # The power self-test makes a real namespace: not on the host running this suite.
+        "K8SNET_SELFTEST": "0",
+        **extra,
     }
+    env.pop("JUPYTER_CONFIG_PATH", None)
     return subprocess.run(
         ["bash", str(ENTRYPOINT), *args], env=env, capture_output=True, text=True, timeout=30
     )
@@ -79,6 +87,40 @@ def test_chosen_token_is_used_and_server_opens_on_labs(sandbox: dict[str, Path])
     assert not [f for f in flags if "token" in f], "never a token flag on the command line"
     assert (sandbox["out"] / "cwd").read_text().strip() == str(sandbox["workspace"])
     assert (sandbox["out"] / "marker").exists(), "the healthcheck must know a server runs here"
+    # Jupyter's own log line shows the address that works from the host, not 0.0.0.0.
+    assert "--ServerApp.custom_display_url=http://127.0.0.1:8888" in args
+
+
+def test_instructor_tools_only_on_request(sandbox: dict[str, Path]) -> None:
+    """The learner config directory (nbgrader's tools off) comes first unless instructor."""
+    assert run(sandbox).returncode == 0
+    learner = (sandbox["out"] / "config_path").read_text()
+    assert learner.split(":")[0] == "/opt/k8snet/jupyter/learner"
+    proc = run(sandbox, K8SNET_INSTRUCTOR="1")
+    assert proc.returncode == 0 and "instructor mode" in proc.stderr
+    assert "learner" not in (sandbox["out"] / "config_path").read_text()
+
+
+def test_learner_config_switches_nbgrader_off() -> None:
+    folder = ROOT / "docker" / "jupyter" / "learner"
+    server = json.loads((folder / "jupyter_server_config.d" / "k8snet-learner.json").read_text())
+    enabled = server["ServerApp"]["jpserver_extensions"]
+    installed = json.loads(
+        (Path(sys.prefix) / "etc/jupyter/jupyter_server_config.d/nbgrader.json").read_text()
+    )["ServerApp"]["jpserver_extensions"]
+    assert set(enabled) == set(installed) and not any(enabled.values())
+    page = json.loads((folder / "labconfig" / "page_config.json").read_text())
+    assert page["disabledExtensions"] == {"@jupyter/nbgrader": True}
+
+
+def test_login_shell_profile_puts_the_venv_first(tmp_path: Path) -> None:
+    """What Debian's /etc/profile leaves (system PATH only) plus our profile.d script."""
+    script = ROOT / "docker" / "profile.sh"
+    argv = ["sh", "-c", f'PATH=/usr/sbin:/usr/bin:/sbin:/bin; . {script}; . {script}; echo "$PATH"']
+    path = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+    assert path == "/opt/k8snet/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin", "once, first"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY docker/profile.sh /etc/profile.d/k8snet.sh" in dockerfile
 
 
 def test_release_notebooks_seeded_without_overwriting_edits(sandbox: dict[str, Path]) -> None:
@@ -170,3 +212,18 @@ def test_healthcheck_passes_where_no_server_was_started(tmp_path: Path) -> None:
     """`compose run lab make test` serves nothing; it must not be reported unhealthy."""
     proc = healthcheck("http://127.0.0.1:9/api", tmp_path / "absent")
     assert proc.returncode == 0 and "another command" in proc.stdout
+
+
+def test_too_few_powers_names_the_privileged_fallback(sandbox: dict[str, Path]) -> None:
+    """An engine that did not grant enough: the log says so and gives the exact next command."""
+    fake_ip = sandbox["bin"] / "ip"
+    fake_ip.write_text(
+        "#!/bin/sh\necho 'mount --make-shared /run/netns failed: Operation not permitted' >&2\n"
+        "exit 1\n"
+    )
+    fake_ip.chmod(0o755)
+    proc = run(sandbox, "true", K8SNET_SELFTEST="1")
+    assert proc.returncode == 0, "the container still starts (the log explains)"
+    assert "cannot build network namespaces" in proc.stderr
+    assert "Operation not permitted" in proc.stderr
+    assert "docker compose -f docker-compose.yml -f docker/compose.privileged.yml up" in proc.stderr
