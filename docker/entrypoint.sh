@@ -108,9 +108,10 @@ BANNER
     configure_jupyter
     # --ip=0.0.0.0 inside the container is what Docker's port mapping needs; the host side is
     # 127.0.0.1 only (docker-compose.yml). custom_display_url makes Jupyter's own log print
-    # the address that works from the host, not http://0.0.0.0:8888/ or the container's name.
+    # the address that works from the host, not the container's name; the port is the host's
+    # (docker-compose.yml maps K8SNET_PORT to the same port inside).
     exec jupyter lab \
-        --ip=0.0.0.0 --port=8888 --no-browser --allow-root \
+        --ip=0.0.0.0 --port="${K8SNET_PORT:-8888}" --no-browser --allow-root \
         --ServerApp.custom_display_url="http://127.0.0.1:${K8SNET_PORT:-8888}" \
         --ServerApp.root_dir="$WORKSPACE" \
         --LabApp.default_url=/lab/tree/labs \

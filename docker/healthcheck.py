@@ -13,7 +13,7 @@ import os
 import sys
 import urllib.request
 
-URL = "http://127.0.0.1:8888/api"
+URL = f"http://127.0.0.1:{os.environ.get('K8SNET_PORT') or 8888}/api"
 MARKER = os.environ.get("K8SNET_JUPYTER_MARKER", "/run/k8snet/jupyter")
 
 

@@ -240,7 +240,7 @@ check_access() {
     python3 docker/probe_auth.py "$URL" "$JUPYTER_TOKEN" || die "token checks failed"
     passed "JupyterLab answers with the token, refuses without or with a wrong one"
     local bound
-    bound=$(docker port "$(container_id)" 8888/tcp)
+    bound=$(docker port "$(container_id)" "${K8SNET_PORT}/tcp")
     [[ "$bound" == "127.0.0.1:${K8SNET_PORT}" ]] || die "port published as '$bound'"
     passed "port published on 127.0.0.1 only ($bound)"
     "${COMPOSE[@]}" logs --no-color lab >"$LOG_DIR/lab.log" 2>&1

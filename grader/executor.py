@@ -48,6 +48,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import zmq
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
@@ -270,6 +271,17 @@ class VerifyingExecute(Execute):
                 return super().preprocess(nb, resources, km)
         finally:
             self._finish()
+
+    def create_kernel_manager(self) -> Any:
+        """A kernel whose sockets its manager gives CurveZMQ keys (the kernelspec supports it).
+
+        Without them ipykernel warns "Kernel is running over TCP without encryption" into the
+        output of every `k8snet check`, which reads like a problem of the learner's.
+        """
+        km = super().create_kernel_manager()
+        if zmq.has("curve"):
+            km.transport_encryption = "auto"
+        return km
 
     def _use_sandbox(self, resources: dict[str, Any], env: dict[str, str]) -> None:
         from grader.sandbox import SandboxKernelManager, unavailable_reason

@@ -20,8 +20,10 @@ COMPOSE = ROOT / "docker-compose.yml"
 PRIVILEGED = ROOT / "docker" / "compose.privileged.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
-# "127.0.0.1:${K8SNET_PORT:-8888}:8888" or "127.0.0.1:8888:8888/tcp"
-SHORT_PORT = re.compile(r"^(?P<ip>[0-9.\[\]:a-f]+?):(?P<host>\$\{[^}]*\}|\d+):(?P<ctr>\d+)(/\w+)?$")
+# "127.0.0.1:${K8SNET_PORT:-8888}:${K8SNET_PORT:-8888}" or "127.0.0.1:8888:8888/tcp"
+SHORT_PORT = re.compile(
+    r"^(?P<ip>[0-9.\[\]:a-f]+?):(?P<host>\$\{[^}]*\}|\d+):(?P<ctr>\$\{[^}]*\}|\d+)(/\w+)?$"
+)
 TOKEN_OFF = re.compile(
     r"(ServerApp|NotebookApp|IdentityProvider)\.(token|password)\s*=\s*(''|\"\"|$)"
 )
@@ -71,7 +73,7 @@ def test_port_published_on_loopback_only() -> None:
     for port in ports:
         ip, target = published(port)
         assert ip == "127.0.0.1", f"{port!r} is reachable beyond this machine"
-        assert target == "8888"
+        assert target == "${K8SNET_PORT:-8888}", "inside as outside: Jupyter logs one port"
 
 
 def test_token_auth_stays_on() -> None:
