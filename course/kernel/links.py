@@ -376,7 +376,12 @@ class LinkOps:
             raise _err(self, f"route {dst}", exc) from exc
 
     def del_route(self, dst: str) -> None:
-        self.ipr.route("del", dst=dst)
+        """`ip route del DST`: whatever its scope (a Calico `scope link` route included).
+
+        Like iproute2, ask with scope "nowhere" (255), which the kernel takes as "any scope";
+        netlink's default (universe) would not match a link-scope route: ESRCH.
+        """
+        self.ipr.route("del", dst=dst, scope=255)
 
     def add_neighbour(self, ip: str, mac: str, dev: str) -> None:
         """`ip neigh replace IP lladdr MAC dev DEV nud permanent`."""
