@@ -25,6 +25,8 @@ LAB_TOPOLOGIES: dict[str, dict[str, Any]] = {
         "cross_node": "vxlan",
         "router": True,
     },
+    # node1 only: the learner's plugin (and the grader, as the runtime) make the pods
+    "04-cni-plugin": {"nodes": 1, "pods_per_node": 0, "pod_network": None, "underlay": False},
     # pods a, b, c back the Services, pod d is the client; one node, no underlay needed.
     "06-kube-proxy": {"nodes": 1, "pods_per_node": 4, "pod_network": "bridge", "underlay": False},
     # node1 (pods a and c on cni0) forwards to pod b on node2 over the underlay: the three

@@ -289,6 +289,11 @@ class Netlink:
             RTM_SETLINK, NLM_F_ACK, _IFINFO.pack(socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP)
         )
 
+    def set_master(self, index: int, master: int) -> None:
+        """`ip link set DEV master BRIDGE` (master 0: `nomaster`, out of any bridge)."""
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0) + attr_u32(IFLA_MASTER, master)
+        self.request(RTM_SETLINK, NLM_F_ACK, body)
+
     def set_mac(self, index: int, mac: str) -> None:
         """`ip link set DEV address MAC`."""
         raw = bytes(int(part, 16) for part in mac.split(":"))

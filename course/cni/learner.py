@@ -1,0 +1,161 @@
+"""Lab 04's workbench: your plugin file, a runtime on node1, pods, host-local's reservations.
+
+    lab = CniLab(cluster)
+    lab.write_plugin(globals())              # main, ipam, cmd_add, ... -> an executable
+    rt = lab.runtime()                       # plugins run inside node1, CNI_PATH = lab dirs
+    pod = lab.new_pod("pod-a")
+    result = rt.add(lab.conflist(), lab.attachment(pod))
+
+Everything lives under /run/k8s-netlabs/cni/<run prefix>/ (the plugin directory `bin/`,
+host-local's `node1/networks/`, the runtime's result cache `node1/cache/`) and goes away
+with the run. The grader reads the same plugin file and runs it with its own pods.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from course.cni.runtime import (
+    DEBIAN_PLUGIN_DIR,
+    STATE_ROOT,
+    Attachment,
+    Runtime,
+    bridge_conflist,
+)
+from course.kernel import Netns
+
+PLUGIN_NAME = "my-bridge"
+NETWORK = "k8s-pod-network"
+# the functions your plugin file is made of, in this order (the ones you have defined)
+PLUGIN_FUNCTIONS = ("main", "ipam", "cmd_add", "cmd_del", "cmd_check")
+
+HEADER = '''#!{python} -I
+"""my-bridge: the CNI plugin written in the lab 04 notebook (assembled by write_plugin)."""
+import json
+import os
+import subprocess
+import sys
+
+
+class CNIError(Exception):
+    """Raise CNIError(code, msg, details) to fail with the spec's error object."""
+
+    def __init__(self, code, msg, details=""):
+        super().__init__(msg)
+        self.code, self.msg, self.details = code, msg, details
+
+
+def ip(*args, netns=None):
+    """Run `ip ARGS` here (the node) or inside the namespace at path `netns`; return stdout.
+
+    Raises RuntimeError with ip's own message when the command fails.
+    """
+    argv = ["ip", *args] if netns is None else ["nsenter", f"--net={{netns}}", "ip", *args]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ip {{' '.join(args)}}: {{proc.stderr.strip()}}")
+    return proc.stdout
+
+
+def ip_json(*args, netns=None):
+    """`ip -j ARGS` parsed: e.g. ip_json("link", "show", "eth0", netns=path)[0]["address"]."""
+    return json.loads(ip("-j", *args, netns=netns) or "[]")
+
+'''
+
+FOOTER = """
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+class CniLab:
+    """One lab run's CNI paths and tools (node1 is the node every plugin runs in)."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+        self.base = STATE_ROOT / cluster.prefix
+        self.bin = self.base / "bin"
+        self.node = cluster.node(1).ns
+
+    # --- files ------------------------------------------------------------------------
+    @property
+    def plugin(self) -> Path:
+        return self.bin / PLUGIN_NAME
+
+    @property
+    def networks(self) -> Path:
+        """host-local's dataDir: one file per reserved IP under networks/<network name>/."""
+        return self.base / "node1" / "networks"
+
+    def write_plugin(self, namespace: dict[str, Any]) -> Path:
+        """Assemble the plugin file from the functions you defined, make it executable."""
+        return write_plugin(self.plugin, namespace)
+
+    def reservations(self, network: str = NETWORK) -> dict[str, str]:
+        """host-local's reservations: IP -> the container id holding it."""
+        return reservations(self.networks, network)
+
+    # --- running plugins ----------------------------------------------------------------
+    def runtime(self, timeout: float = 5.0) -> Runtime:
+        """A CNI runtime that runs plugins inside node1; CNI_PATH = bin/ and Debian's dir."""
+        return Runtime(
+            self.node.path, [self.bin, DEBIAN_PLUGIN_DIR], self.base / "node1" / "cache", timeout
+        )
+
+    def conflist(self, plugin: str = PLUGIN_NAME, name: str = NETWORK, **ipam: Any) -> dict:
+        """node1's pod network: `plugin` on cni0 with host-local on 10.244.1.0/24."""
+        conf = bridge_conflist(1, self.networks, plugin_type=plugin, name=name)
+        conf["plugins"][0]["ipam"].update(ipam)
+        return conf
+
+    def new_pod(self, role: str) -> Netns:
+        """An empty pod namespace `<prefix>-<role>` (lo up), recorded in this run."""
+        if role in self.cluster.namespaces:
+            return self.cluster.namespaces[role]
+        ns = self.cluster.netns(role)
+        ns.sysctl("net.ipv4.conf.all.rp_filter", 0)
+        return ns
+
+    @staticmethod
+    def attachment(pod: Netns, ifname: str = "eth0", container_id: str | None = None) -> Attachment:
+        return Attachment(container_id or pod.name, str(pod.path), ifname)
+
+
+def write_plugin(path: Path, namespace: dict[str, Any]) -> Path:
+    """The plugin file: a fixed header (imports, CNIError, ip, ip_json), your functions, main()."""
+    sources = [
+        textwrap.dedent(inspect.getsource(namespace[name]))
+        for name in PLUGIN_FUNCTIONS
+        if callable(namespace.get(name))
+    ]
+    return write_plugin_source(path, sources)
+
+
+def write_plugin_source(path: Path, sources: list[str]) -> Path:
+    """The same from function sources as text (the tests build mutants this way)."""
+    text = HEADER.format(python=sys.executable) + "\n\n".join(sources) + FOOTER
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o755)
+    tmp.replace(path)  # atomic: a runtime never runs half a file
+    return path
+
+
+def reservations(data_dir: Path, network: str = NETWORK) -> dict[str, str]:
+    folder = data_dir / network
+    if not folder.is_dir():
+        return {}
+    out = {}
+    for entry in folder.iterdir():
+        if entry.name[:1].isdigit():
+            lines = entry.read_text().splitlines()  # "<container id>\r\n<ifname>"
+            out[entry.name] = lines[0].strip() if lines else ""
+    return out

@@ -1,0 +1,175 @@
+"""Lab 04's checks against real plugin files: the solution passes, and each known mistake
+(a mutant of one function of the solution) is caught by the check meant for it, with the
+message meant for it. No notebook, no nbgrader: the plugin file is written directly, the
+way `lab.write_plugin(globals())` writes it from the learner's functions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from course.cni.learner import CniLab, write_plugin_source
+from course.labs import topology
+from course.topology import Cluster
+from grader.labs import CheckContext
+from grader.labs.lab04 import LAB, LAB_ID
+from grader.verdict import Verdict
+from tests.nbharness import REPO
+
+NOTEBOOK = REPO / "solutions" / LAB_ID / f"{LAB_ID}.ipynb"
+CELLS = ("ex1-solution", "ex2-solution", "ex3-solution", "ex4-solution")
+
+
+def solution_sources() -> dict[str, str]:
+    """The solution's function sources, by exercise cell, markers removed."""
+    nb = json.loads(NOTEBOOK.read_text())
+    out = {}
+    for cell in nb["cells"]:
+        gid = cell["metadata"].get("nbgrader", {}).get("grade_id")
+        if gid in CELLS:
+            src = "".join(cell["source"])
+            out[gid] = "\n".join(line for line in src.splitlines() if "### " not in line)
+    return out
+
+
+SOLUTION = solution_sources()
+
+
+def mutate(cell: str, old: str, new: str) -> dict[str, str]:
+    assert old in SOLUTION[cell], f"{old!r} not in {cell}"
+    return {**SOLUTION, cell: SOLUTION[cell].replace(old, new)}
+
+
+MUTANTS = {
+    "version-without-supported": mutate(
+        "ex1-solution", '"supportedVersions": ["1.0.0"]', '"versions": ["1.0.0"]'
+    ),
+    "error-text-exit-0": mutate(
+        "ex1-solution",
+        '        print(json.dumps({"cniVersion": version, "code": err.code, "msg": err.msg, '
+        '"details": err.details}))\n        sys.exit(1)',
+        '        print(f"error: {err.msg}")\n        return',
+    ),
+    "ignores-ifname": mutate(
+        "ex2-solution",
+        'netns, ifname = os.environ["CNI_NETNS"], os.environ["CNI_IFNAME"]\n    bridge',
+        'netns, ifname = os.environ["CNI_NETNS"], "eth0"\n    bridge',
+    ),
+    "no-default-route": mutate(
+        "ex2-solution", 'for route in got.get("routes", []):', "for route in []:"
+    ),
+    "not-on-bridge": mutate(
+        "ex2-solution",
+        'ip("link", "set", host, "master", bridge, "up")\n    if conf.get("hairpinMode"):',
+        'ip("link", "set", host, "up")\n    if False:',
+    ),
+    "result-without-ips": mutate(
+        "ex2-solution", '"ips": [{"address": address, "gateway": gateway, "interface": 2}],', ""
+    ),
+    "result-wrong-version": mutate(
+        "ex2-solution", '"cniVersion": conf["cniVersion"],', '"cniVersion": "0.4.0",'
+    ),
+    "second-add-takes-over": mutate(
+        "ex2-solution",
+        'raise CNIError(999, f"{ifname} already exists in {netns}")',
+        'ip("link", "del", ifname, netns=netns)',
+    ),
+    "del-fails-netns-gone": mutate(
+        "ex3-solution",
+        "    if netns and os.path.exists(netns):",
+        '    if not os.path.exists(netns):\n        raise CNIError(3, f"{netns} is gone")\n'
+        "    if netns:",
+    ),
+    "del-leaks": mutate("ex3-solution", '    ipam("DEL", stdin)', "    pass"),
+    "check-always-passes": mutate(  # only asks host-local, which still holds the address
+        "ex4-solution",
+        '    prev = conf.get("prevResult")',
+        '    ipam("CHECK", stdin)\n    return None\n    prev = conf.get("prevResult")',
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[CniLab]:
+    with Cluster(LAB_ID, **topology(LAB_ID)) as c:
+        yield CniLab(c)
+
+
+def run(lab: CniLab, sources: dict[str, str], check_id: str) -> Verdict:
+    write_plugin_source(lab.plugin, [sources[c] for c in CELLS])
+    c = lab.cluster
+    ctx = CheckContext(LAB_ID, c.prefix, tuple(c.record.namespaces), {})
+    verdict = LAB.check(check_id).run(ctx)
+    print(verdict.render())
+    return verdict
+
+
+def caught(verdict: Verdict, summary: str, *details: str) -> None:
+    assert not verdict.passed, verdict.render()
+    assert summary in verdict.summary, verdict.render()
+    text = verdict.render()
+    for part in details:
+        assert part in text, f"{part!r} not in:\n{text}"
+    assert verdict.sent and verdict.observed and verdict.expected and verdict.hint
+
+
+@pytest.mark.parametrize("check_id", ["ex1-version", "ex2-add", "ex3-del", "ex4-check"])
+def test_solution_passes(lab: CniLab, check_id: str) -> None:
+    assert run(lab, SOLUTION, check_id).passed
+
+
+def test_no_plugin_file(lab: CniLab) -> None:
+    lab.plugin.unlink(missing_ok=True)
+    c = lab.cluster
+    ctx = CheckContext(LAB_ID, c.prefix, tuple(c.record.namespaces), {})
+    caught(LAB.check("ex2-add").run(ctx), "there is no plugin file")
+
+
+CASES = [
+    ("version-without-supported", "ex1-version", "VERSION is not answered", "supportedVersions"),
+    ("error-text-exit-0", "ex1-version", "no proper error", "exit 0"),
+    ("ignores-ifname", "ex2-add", "ADD ignored CNI_IFNAME", "CNI_IFNAME=net1"),
+    ("no-default-route", "ex2-add", "pod a has no default route", "default via 10.244.1.1"),
+    ("not-on-bridge", "ex2-add", "not a port of cni0", "veths outside cni0"),
+    ("result-without-ips", "ex2-add", "ADD broke the CNI protocol", "'ips' is missing"),
+    ("result-wrong-version", "ex2-add", "ADD broke the CNI protocol", "cniVersion is '0.4.0'"),
+    (
+        "second-add-takes-over",
+        "ex2-add",
+        "second ADD of an existing interface succeeded",
+        "CNI_IFNAME=eth0",
+    ),
+    ("del-fails-netns-gone", "ex3-del", "DEL failed (DEL pod c after its namespace", "CNI error 3"),
+    (
+        "del-leaks",
+        "ex3-del",
+        "DEL leaks addresses: ADD failed after 3 pods",
+        "no IP addresses available",
+    ),
+    (
+        "check-always-passes",
+        "ex4-check",
+        "CHECK passed with the pod's interface deleted",
+        "CNI_COMMAND=CHECK",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutant", "check_id", "summary", "detail"), CASES, ids=[c[0] for c in CASES]
+)
+def test_mutant_is_caught(
+    lab: CniLab, mutant: str, check_id: str, summary: str, detail: str
+) -> None:
+    caught(run(lab, MUTANTS[mutant], check_id), summary, detail)
+
+
+def test_checks_leave_no_bench_behind(lab: CniLab) -> None:
+    from course.kernel import list_netns
+
+    assert not [n for n in list_netns(lab.cluster.prefix) if "-chk" in n]
+    assert not list(Path(lab.base).glob("chk*"))
