@@ -75,6 +75,30 @@ if __name__ == "__main__":
 """
 
 
+class CNIError(Exception):
+    """The plugin header's error type, here so the notebook's functions read the same."""
+
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(msg)
+        self.code, self.msg, self.details = code, msg, details
+
+
+def ip(*args: str, netns: str | None = None) -> str:
+    """In the notebook, `ip()` refuses: your functions run in the plugin file, inside node1.
+
+    Called here they would change this machine's own network. Run the plugin through the
+    runtime (`rt.add(...)`) or look with `node.run(["ip", ...])`.
+    """
+    raise RuntimeError(
+        "ip() runs only inside your plugin file (in node1, started by the runtime); "
+        "call rt.add(lab.conflist(), lab.attachment(pod)) to run cmd_add"
+    )
+
+
+def ip_json(*args: str, netns: str | None = None) -> Any:
+    return ip(*args, netns=netns)
+
+
 class CniLab:
     """One lab run's CNI paths and tools (node1 is the node every plugin runs in)."""
 

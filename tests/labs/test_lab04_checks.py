@@ -50,8 +50,7 @@ MUTANTS = {
     ),
     "error-text-exit-0": mutate(
         "ex1-solution",
-        '        print(json.dumps({"cniVersion": version, "code": err.code, "msg": err.msg, '
-        '"details": err.details}))\n        sys.exit(1)',
+        "        print(json.dumps(error))\n        sys.exit(1)",
         '        print(f"error: {err.msg}")\n        return',
     ),
     "ignores-ifname": mutate(
