@@ -189,10 +189,6 @@ class Cluster:
         for ns in reversed(list(self.namespaces.values())):
             ns.delete(inside)
         self.namespaces.clear()
-        if self.pod_network == "cni":  # host-local's reservations and the result cache
-            from course.podnet.cni import forget_run
-
-            forget_run(self.prefix)
         remove_state_dir(self.prefix)
         self.record.path.unlink(missing_ok=True)
         self.built = False

@@ -6,7 +6,7 @@
     pod = lab.new_pod("pod-a")
     result = rt.add(lab.conflist(), lab.attachment(pod))
 
-Everything lives under /run/k8s-netlabs/cni/<run prefix>/ (the plugin directory `bin/`,
+Everything lives under /run/k8s-netlabs/state/<run prefix>/cni/ (the plugin directory `bin/`,
 host-local's `node1/networks/`, the runtime's result cache `node1/cache/`) and goes away
 with the run. The grader reads the same plugin file and runs it with its own pods.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -22,10 +23,10 @@ from typing import Any
 
 from course.cni.runtime import (
     DEBIAN_PLUGIN_DIR,
-    STATE_ROOT,
     Attachment,
     Runtime,
     bridge_conflist,
+    run_state,
 )
 from course.kernel import Netns
 
@@ -104,7 +105,7 @@ class CniLab:
 
     def __init__(self, cluster: Any) -> None:
         self.cluster = cluster
-        self.base = STATE_ROOT / cluster.prefix
+        self.base = run_state(cluster.prefix)
         self.bin = self.base / "bin"
         self.node = cluster.node(1).ns
 
@@ -140,12 +141,31 @@ class CniLab:
         return conf
 
     def new_pod(self, role: str) -> Netns:
-        """An empty pod namespace `<prefix>-<role>` (lo up), recorded in this run."""
+        """An empty pod namespace `<prefix>-<role>` (lo up), recorded in this run.
+
+        Asked again for a role (a cell run twice), the old pod is gone for good, as after a
+        kubelet's DEL: its namespace is replaced by an empty one, and what host-local and the
+        result cache still keep for it is forgotten, so the next ADD starts clean.
+        """
         if role in self.cluster.namespaces:
-            return self.cluster.namespaces[role]
+            self.forget(f"{self.cluster.prefix}-{role}")
         ns = self.cluster.netns(role)
         ns.sysctl("net.ipv4.conf.all.rp_filter", 0)
         return ns
+
+    def forget(self, container_id: str) -> None:
+        """Drop host-local's reservations and cached results of one container id."""
+        for network in self.networks.glob("*") if self.networks.is_dir() else []:
+            for ip, holder in reservations(self.networks, network.name).items():
+                if holder == container_id:
+                    (network / ip).unlink(missing_ok=True)
+        cache = self.base / "node1" / "cache" / "results"
+        for entry in cache.glob(f"*-{container_id}-*") if cache.is_dir() else []:
+            entry.unlink(missing_ok=True)
+
+    def forget_network(self, network: str) -> None:
+        """Drop every reservation of `network` (an observation cell starting over)."""
+        shutil.rmtree(self.networks / network, ignore_errors=True)
 
     @staticmethod
     def attachment(pod: Netns, ifname: str = "eth0", container_id: str | None = None) -> Attachment:

@@ -35,8 +35,18 @@ from course.cni.types import SUPPORTED_VERSIONS, valid_id, version_tuple
 from course.kernel.netns import entered_path
 
 DEBIAN_PLUGIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
-STATE_ROOT = Path("/run/k8s-netlabs/cni")
 DEFAULT_TIMEOUT = 10.0
+
+
+def run_state(prefix: str) -> Path:
+    """A run's CNI files: plugin dir `bin/`, host-local dataDirs, result caches.
+
+    Inside the run's state folder (`course.runs.state_dir`), so they go with the run, also
+    when `k8snet down` reaps a run whose process died.
+    """
+    from course.runs import state_dir
+
+    return state_dir(prefix) / "cni"
 
 
 # --- what the runtime tells the plugin, and what came back -------------------------------------

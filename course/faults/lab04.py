@@ -20,7 +20,7 @@ from pathlib import Path
 
 from course.cni.faulty import install_faulty
 from course.cni.learner import reservations
-from course.cni.runtime import DEBIAN_PLUGIN_DIR, STATE_ROOT, Attachment, Runtime, bridge_conflist
+from course.cni.runtime import DEBIAN_PLUGIN_DIR, Attachment, Runtime, bridge_conflist, run_state
 from course.faults import Catalogue, Fault, Roles
 
 NODE = "node1"
@@ -35,7 +35,7 @@ def _prefix(roles: Roles) -> str:
 
 
 def state(roles: Roles) -> Path:
-    return STATE_ROOT / _prefix(roles) / "node1" / "mystery"
+    return run_state(_prefix(roles)) / "node1" / "mystery"
 
 
 def conflist(roles: Roles) -> dict:
@@ -45,7 +45,7 @@ def conflist(roles: Roles) -> dict:
 
 
 def runtime(roles: Roles) -> Runtime:
-    bin_dir = STATE_ROOT / _prefix(roles) / "bin"
+    bin_dir = run_state(_prefix(roles)) / "bin"
     return Runtime(roles[NODE].path, [bin_dir, DEBIAN_PLUGIN_DIR], state(roles) / "cache")
 
 
@@ -55,7 +55,7 @@ def attachment(roles: Roles, role: str) -> Attachment:
 
 def attach_pods(roles: Roles, fault: str) -> None:
     """Install the faulty plugin and let it make the three pods (pod-z is deleted again)."""
-    install_faulty(STATE_ROOT / _prefix(roles) / "bin", fault, PLUGIN)
+    install_faulty(run_state(_prefix(roles)) / "bin", fault, PLUGIN)
     with contextlib.suppress(RuntimeError):
         roles[NODE].add_address("lo", f"{OUTSIDE}/32")
     rt, conf = runtime(roles), conflist(roles)

@@ -8,22 +8,21 @@ set `PLUGIN_TYPE = "bridge"` to run Debian's Go plugin instead, or `CHAIN` to ap
 such as `portmap`. Each pod's IP and host-side veth come from the plugin's result.
 
 Per-run state (the plugin directory, host-local's reservations, the result cache) lives in
-/run/k8s-netlabs/cni/<run prefix>/ and is removed with the run.
+the run's state folder (`course.cni.runtime.run_state`) and is removed with the run.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from course.cni.install import PLUGIN_NAME, install
 from course.cni.runtime import (
     DEBIAN_PLUGIN_DIR,
-    STATE_ROOT,
     Attachment,
     Runtime,
     bridge_conflist,
+    run_state,
 )
 
 if TYPE_CHECKING:
@@ -34,8 +33,8 @@ CHAIN: list[dict[str, Any]] = []
 
 
 def run_dir(node: Node) -> Path:
-    """/run/k8s-netlabs/cni/<prefix>: node namespaces are named <prefix>-nodeN."""
-    return STATE_ROOT / node.ns.name.rsplit("-", 1)[0]
+    """The run's CNI folder: node namespaces are named <prefix>-nodeN."""
+    return run_state(node.ns.name.rsplit("-", 1)[0])
 
 
 def runtime(node: Node) -> Runtime:
@@ -79,8 +78,3 @@ def add_pod(node: Node, pod: Pod) -> dict[str, Any]:
 def delete_pod(node: Node, pod: Pod) -> None:
     """CNI DEL: the runtime hands the plugins the cached ADD result."""
     runtime(node).delete(conflist(node), attachment(pod))
-
-
-def forget_run(prefix: str) -> None:
-    """Remove this run's CNI state (reservations, cache, plugin copy) with the run."""
-    shutil.rmtree(STATE_ROOT / prefix, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 For the plugin exercises the grader builds its own bench inside the learner's run (a node
 namespace `<prefix>-chkXXXX-node` and pod namespaces next to it, plus a private host-local
-dataDir), runs the learner's plugin file (`/run/k8s-netlabs/cni/<prefix>/bin/my-bridge`)
+dataDir), runs the learner's plugin file (`/run/k8s-netlabs/state/<prefix>/cni/bin/my-bridge`)
 through `course.cni.runtime` exactly as containerd would (CNI_* environment, the request
 configuration on stdin, inside the node's namespace, 5 s per call), checks each result
 against the spec's schema, sends real packets between the pods and the node, and runs DEL
@@ -24,7 +24,6 @@ from typing import Any
 from course.cni.learner import PLUGIN_NAME, reservations
 from course.cni.runtime import (
     DEBIAN_PLUGIN_DIR,
-    STATE_ROOT,
     Attachment,
     CNIError,
     PluginCall,
@@ -32,6 +31,7 @@ from course.cni.runtime import (
     ProtocolError,
     Runtime,
     bridge_conflist,
+    run_state,
 )
 from course.faults.lab04 import CATALOGUE, NETWORK, OUTSIDE, PODS, leaked
 from course.kernel import Netns
@@ -54,8 +54,8 @@ class Bench:
     def __init__(self, ctx: CheckContext) -> None:
         self.ctx = ctx
         self.tag = f"chk{secrets.token_hex(2)}"
-        self.plugin_dir = STATE_ROOT / ctx.prefix / "bin"
-        self.state = STATE_ROOT / ctx.prefix / self.tag
+        self.plugin_dir = run_state(ctx.prefix) / "bin"
+        self.state = run_state(ctx.prefix) / self.tag
         self.namespaces: list[Netns] = []
         self.node = self._netns("node")
         self.node.sysctl("net.ipv4.ip_forward", 0)
@@ -90,7 +90,7 @@ class Bench:
 
 @contextmanager
 def bench(ctx: CheckContext) -> Iterator[Bench]:
-    plugin = STATE_ROOT / ctx.prefix / "bin" / PLUGIN_NAME
+    plugin = run_state(ctx.prefix) / "bin" / PLUGIN_NAME
     if not plugin.is_file():
         raise fail(
             "there is no plugin file to run",
@@ -197,7 +197,7 @@ def ping(src: Netns, src_role: str, dst: str, why: str, hint: str) -> str:
 
 # --- exercise 0: Debian's bridge plugin, called by hand ----------------------------------------
 def _lab_reservations(ctx: CheckContext) -> dict[str, str]:
-    return reservations(STATE_ROOT / ctx.prefix / "node1" / "networks", "k8s-pod-network")
+    return reservations(run_state(ctx.prefix) / "node1" / "networks", "k8s-pod-network")
 
 
 def _manual_pod(ctx: CheckContext) -> Netns:
