@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -131,36 +132,55 @@ def kernels_cleanup() -> Iterator[None]:
             api("DELETE", f"sessions/{session['id']}")
 
 
+def run_cell(tab: Any, cell: Any) -> str:
+    """Run one code cell in place (Ctrl+Enter) and return its output once the kernel replied.
+
+    Done means the prompt shows a number it did not show before: that also works for a cell
+    run a second time (`[3]` -> `[*]` -> `[5]`). A key press that got lost (the prompt did
+    not change at all) is pressed once more.
+    """
+    cell.wait_for()  # JupyterLab renders long notebooks progressively
+    prompt = cell.locator(".jp-InputArea-prompt")
+    before = prompt.inner_text().strip()
+    for _attempt in range(2):
+        cell.locator(".jp-InputPrompt").click()
+        tab.keyboard.press("Control+Enter")
+        try:
+            sync_api.expect(prompt).not_to_have_text(before, timeout=5_000)
+            break
+        except AssertionError:
+            continue
+    sync_api.expect(prompt).to_have_text(re.compile(r"\[\d+\]"), timeout=KERNEL_TIMEOUT_MS)
+    sync_api.expect(prompt).not_to_have_text(before, timeout=KERNEL_TIMEOUT_MS)
+    return str(cell.locator(".jp-OutputArea").inner_text())
+
+
+def wait_for_kernel(tab: Any) -> Any:
+    """The visible notebook's code cells, once its kernel is idle (earlier keys get lost)."""
+    panel = tab.locator(VISIBLE_NOTEBOOK)
+    panel.locator(".jp-Cell").first.wait_for()
+    panel.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').wait_for(
+        timeout=KERNEL_TIMEOUT_MS
+    )
+    return panel.locator(".jp-Cell.jp-CodeCell")
+
+
 def run_cells(tab: Any, code_cells: int) -> list[str]:
     """Run the first `code_cells` code cells, in order, each selected and run in place.
 
     Returns the text of each cell's output area, after its execution count appeared (the
-    kernel's reply), so a cell whose kernel never answered fails here. A key press that got
-    lost (the prompt still shows `[ ]`, not the queued `[*]`) is pressed once more.
+    kernel's reply), so a cell whose kernel never answered fails here.
     """
-    panel = tab.locator(VISIBLE_NOTEBOOK)
-    panel.locator(".jp-Cell").first.wait_for()
-    # Keys pressed before the kernel connected can be lost: wait for its idle indicator.
-    panel.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').wait_for(
-        timeout=KERNEL_TIMEOUT_MS
-    )
-    cells = panel.locator(".jp-Cell.jp-CodeCell")
-    outputs: list[str] = []
-    for index in range(code_cells):
-        cell = cells.nth(index)
-        cell.wait_for()  # JupyterLab renders long notebooks progressively
-        prompt = cell.locator(".jp-InputArea-prompt")
-        for _attempt in range(2):
-            cell.locator(".jp-InputPrompt").click()
-            tab.keyboard.press("Control+Enter")
-            try:
-                sync_api.expect(prompt).not_to_have_text(re.compile(r"^\[ \]"), timeout=5_000)
-                break
-            except AssertionError:
-                continue
-        sync_api.expect(prompt).to_have_text(re.compile(r"\[\d+\]"), timeout=KERNEL_TIMEOUT_MS)
-        outputs.append(cell.locator(".jp-OutputArea").inner_text())
-    return outputs
+    cells = wait_for_kernel(tab)
+    return [run_cell(tab, cells.nth(index)) for index in range(code_cells)]
+
+
+def type_into(tab: Any, cell: Any, source: str) -> None:
+    """Replace a cell's code as a learner would: click into it, select all, type."""
+    cell.locator(".cm-content").click()
+    tab.keyboard.press("Control+A")
+    tab.keyboard.press("Delete")
+    tab.keyboard.insert_text(source)  # no auto-closed brackets or quotes doubling up
 
 
 def open_notebook(tab: Any, path: str) -> None:
@@ -228,3 +248,98 @@ def test_lab01_first_cells_run_and_show_output(page: Any, kernels_cleanup: None)
     assert len(outputs) == LAB01_CODE_CELLS, f"only {len(outputs)} code cells in {LAB01}"
     assert any(text.strip() for text in outputs), f"no output from the first cells: {outputs}"
     assert errors_in(page) == []
+
+
+def grade_id_cell(tab: Any, grade_id: str) -> Any:
+    """The code cell whose source is nbgrader's cell `grade_id` (found by its position)."""
+    nb = api("GET", f"contents/{NEWCOMER_DIR}/{NEWCOMER}")["content"]
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    index = next(
+        i
+        for i, c in enumerate(code)
+        if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id
+    )
+    return tab.locator(VISIBLE_NOTEBOOK).locator(".jp-Cell.jp-CodeCell").nth(index)
+
+
+NEWCOMER_DIR = os.path.dirname(LAB01)
+NEWCOMER = f"newcomer-{secrets.token_hex(3)}.ipynb"
+WRONG_EX1 = 'pod_a = new_namespace("pod-a")  # forgot: lo stays DOWN'
+RIGHT_EX1 = 'pod_a = new_namespace("pod-a")\npod_a.up("lo")'
+
+
+def one_line_error(output: str) -> None:
+    """A failed check shows its verdict and one short error line, no traceback wall."""
+    assert "Traceback" not in output, f"a traceback under the verdict:\n{output}"
+    assert "grader/nb.py" not in output and "site-packages" not in output, output
+    error_lines = [line for line in output.splitlines() if line.startswith("CheckFailed")]
+    assert len(error_lines) == 1, f"expected one CheckFailed line:\n{output}"
+
+
+def open_terminal(tab: Any) -> Any:
+    """File > New > Terminal, as a learner would; returns the terminal's panel."""
+    tab.locator(".lm-MenuBar-itemLabel", has_text="File").click()
+    tab.locator(".lm-Menu-itemLabel", has_text="New").first.hover()
+    tab.locator(".lm-Menu-itemLabel", has_text="Terminal").first.click()
+    terminal = tab.locator(".jp-Terminal:not(.lm-mod-hidden)").last
+    terminal.locator(".xterm-helper-textarea").wait_for(state="attached")
+    return terminal
+
+
+def test_newcomer_path_wrong_fixed_rerun_then_terminal(page: Any, kernels_cleanup: None) -> None:
+    """Lab 01 as a newcomer meets it: setup, a wrong exercise 1, a quiet failed verdict, the
+    fix in the same cell run again, PASS; then `k8snet check` in JupyterLab's terminal."""
+    if not exists(LAB01):
+        pytest.skip(f"{LAB01} is not in the image yet")
+    release = api("GET", f"contents/{LAB01}")["content"]
+    path = f"{NEWCOMER_DIR}/{NEWCOMER}"
+    api("PUT", f"contents/{path}", {"type": "notebook", "format": "json", "content": release})
+    report = f"{NEWCOMER_DIR}/{NEWCOMER}.txt"
+    try:
+        open_notebook(page, path)
+        cells = wait_for_kernel(page)
+        setup = run_cell(page, cells.nth(0))
+        assert "Traceback" not in setup and "Error" not in setup, setup
+
+        exercise, check_cell = grade_id_cell(page, "ex1-solution"), grade_id_cell(page, "check-ex1")
+        type_into(page, exercise, WRONG_EX1)
+        run_cell(page, exercise)
+        failed = run_cell(page, check_cell)
+        assert "[FAIL]" in failed, f"no failed verdict:\n{failed}"
+        one_line_error(failed)
+
+        type_into(page, exercise, RIGHT_EX1)
+        rerun = run_cell(page, exercise)  # the same cell again: pod-a exists already
+        assert "Error" not in rerun and "exists" not in rerun, f"re-running failed:\n{rerun}"
+        passed = run_cell(page, check_cell)
+        assert "[PASS]" in passed and "[FAIL]" not in passed, passed
+        page.keyboard.press("Control+S")
+        sync_api.expect(page.locator(".jp-mod-dirty")).to_have_count(0, timeout=10_000)
+
+        terminal = open_terminal(page)
+        terminal.locator(".xterm-screen").click()
+        page.keyboard.type(
+            f"cd /workspace/{NEWCOMER_DIR} && k8snet check 01-netns-veth {NEWCOMER} "
+            f'> {NEWCOMER}.txt 2>&1; echo "exit=$?" >> {NEWCOMER}.txt\n'
+        )
+        text = wait_for_file(report, "exit=")
+        assert "ex1-pod-namespace  1/1" in text, text
+        assert "score:" in text and "exit=1" in text, text  # other exercises still to do
+        for noise in ("without encryption", "Traceback", "command not found"):
+            assert noise not in text, f"{noise!r} in the terminal's k8snet check:\n{text}"
+    finally:
+        for leftover in (path, report):
+            if exists(leftover):
+                api("DELETE", f"contents/{leftover}")
+
+
+def wait_for_file(path: str, marker: str, seconds: float = 240.0) -> str:
+    """The text of a file in the learner's volume once it contains `marker`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if exists(path):
+            text = str(api("GET", f"contents/{path}?type=file&format=text")["content"])
+            if marker in text:
+                return text
+        time.sleep(1)
+    pytest.fail(f"{path} has no {marker!r} after {seconds:.0f} s (did the terminal run it?)")
