@@ -19,6 +19,7 @@ the handler installed here, so both cooperate in either order.
 from __future__ import annotations
 
 import atexit
+import os
 import secrets
 import signal
 import sys
@@ -35,8 +36,32 @@ def bench_prefix(name: str) -> str:
     return f"{PREFIX}-bench{name}{secrets.token_hex(2)}"
 
 
+def stop_inheritors(prefix: str) -> list[int]:
+    """SIGKILL every other process whose environment has K8SNET_NS_PREFIX=`prefix`...
+
+    ...which is what a benchmark that exports its prefix hands down to the tools it runs:
+    nbgrader starts kernels in sessions of their own, so a killed benchmark does not take
+    them down, and a kernel left running would make new namespaces after the sweep.
+    """
+    marker = f"K8SNET_NS_PREFIX={prefix}".encode()
+    stopped = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as handle:
+                found = marker in handle.read().split(b"\0")
+            if found:
+                os.kill(int(entry.name), signal.SIGKILL)
+                stopped.append(int(entry.name))
+        except OSError:
+            continue
+    return stopped
+
+
 def sweep(prefix: str) -> list[str]:
-    """Delete every namespace (and run record) whose name starts with `prefix`."""
+    """Stop what inherited `prefix`, delete every namespace (and run record) under it."""
+    stop_inheritors(prefix)
     removed = []
     for name in list_netns(prefix):
         Netns(name).delete()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -24,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _namespaces import bench_prefix, clean_up_on_exit  # noqa: E402
 
 from grader import nbtools  # noqa: E402
 
@@ -66,6 +69,11 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     runs = parser.parse_args().runs
+    # nbgrader and its kernels inherit the prefix: killed or not, their namespaces and they
+    # themselves are gone at exit (benchmarks/_namespaces.py).
+    prefix = bench_prefix("grade")
+    os.environ["K8SNET_NS_PREFIX"] = prefix
+    clean_up_on_exit(prefix)
     checked_nb = ROOT / "solutions" / LAB / f"{LAB}.ipynb"
     with tempfile.TemporaryDirectory(prefix="k8snet-bench-") as tmp:
         plain_root = unchecked_source(Path(tmp))

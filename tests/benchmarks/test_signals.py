@@ -33,6 +33,21 @@ CASES = [
 ]
 
 
+def inheritors(prefix: str) -> list[str]:
+    """Processes (but zombies) whose K8SNET_NS_PREFIX starts with `prefix`: the run's own."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        marked = any(v.startswith(f"K8SNET_NS_PREFIX={prefix}".encode()) for v in env)
+        if marked and state != "Z":
+            found.append(f"{entry.name}: {(entry / 'cmdline').read_bytes()[:80]!r}")
+    return found
+
+
 def wait_for_namespaces(prefix: str, proc: subprocess.Popen[str]) -> list[str]:
     deadline = time.monotonic() + APPEAR_WITHIN_S
     while time.monotonic() < deadline:
@@ -64,10 +79,40 @@ def test_killed_benchmark_leaves_nothing(script: str, args: list[str], sig: sign
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    time.sleep(0.5)  # SIGKILLed inheritors: let the kernel finish taking them down
     left = list_netns(prefix)
+    alive = inheritors(prefix)
     records = sorted(p.name for p in RUN_DIR.glob(f"{prefix}*.json")) if RUN_DIR.is_dir() else []
     assert proc.returncode != 0, f"the benchmark did not notice {sig.name}:\n{output}"
+    assert not alive, f"{script} killed by {sig.name} left processes running: {alive}"
     assert not left and not records, (
         f"{script} killed by {sig.name} while {alive} existed left namespaces {left} and run "
         f"records {records}:\n{output}"
     )
+
+
+def test_sweep_stops_what_inherited_the_prefix_then_deletes_its_namespaces() -> None:
+    """benchmarks/grading.py hands its prefix down to nbgrader and the kernels, which run in
+    sessions of their own: the sweep must stop them, or they would make namespaces after it.
+    (A whole grading run takes minutes to reach its first namespace on a loaded machine, so
+    this test stands in for it with one inheritor beside one namespace.)"""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _namespaces import sweep
+
+    prefix = f"{PREFIX}sig{secrets.token_hex(2)}"
+    subprocess.run(["ip", "netns", "add", f"{prefix}-held"], check=True)
+    env = {**os.environ, "K8SNET_NS_PREFIX": prefix}
+    # Outside the namespace, like a kernel: deleting the namespace alone would not stop it.
+    holder = subprocess.Popen(["sleep", "120"], env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not inheritors(prefix) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert inheritors(prefix), "the stand-in inheritor did not start"
+        assert sweep(prefix) == [f"{prefix}-held"]
+        assert holder.wait(timeout=10) == -signal.SIGKILL
+        assert not list_netns(prefix) and not inheritors(prefix)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        subprocess.run(["ip", "netns", "del", f"{prefix}-held"], capture_output=True)
