@@ -37,6 +37,9 @@ def _load_commands() -> None:
 
 
 def main() -> None:
+    from grader import lifecycle
+
+    lifecycle.install()  # Ctrl+C, SIGTERM, SIGHUP: stop the kernels it started, reap their labs
     _load_commands()
     app()
 

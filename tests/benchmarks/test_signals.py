@@ -116,3 +116,29 @@ def test_sweep_stops_what_inherited_the_prefix_then_deletes_its_namespaces() -> 
         if holder.poll() is None:
             holder.kill()
         subprocess.run(["ip", "netns", "del", f"{prefix}-held"], capture_output=True)
+
+
+@pytest.mark.slow
+def test_killed_k8snet_check_stops_its_kernel_and_leaves_nothing() -> None:
+    """`timeout N k8snet check ...`: the kernel (in a session of its own) and its lab go too."""
+    prefix = f"{PREFIX}sig{secrets.token_hex(2)}"
+    env = {**os.environ, "K8SNET_NS_PREFIX": prefix}
+    k8snet = Path(sys.executable).parent / "k8snet"
+    notebook = ROOT / "solutions" / "01-netns-veth" / "01-netns-veth.ipynb"
+    argv = ["timeout", "300", str(k8snet), "check", "01-netns-veth", str(notebook)]
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        alive = wait_for_namespaces(prefix, proc)
+        proc.send_signal(signal.SIGTERM)  # to `timeout`, which relays it to k8snet
+        output, _ = proc.communicate(timeout=EXIT_WITHIN_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    time.sleep(0.5)
+    assert not inheritors(prefix), f"k8snet check left processes: {inheritors(prefix)}"
+    assert not list_netns(prefix), (
+        f"k8snet check left {list_netns(prefix)} (had {alive}):\n{output}"
+    )
