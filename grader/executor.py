@@ -256,6 +256,7 @@ class VerifyingExecute(Execute):
         self.interference: list[str] = []
         self.notes: list[str] = []
         self.stopped: str = ""  # why no more cells run (the kernel died or was stopped)
+        self._detached: list[str] = []
         self.reference_calls = reference_calls(nb.cells, self._lab)
         integrity = None
         if self.verifier_copy:
@@ -299,7 +300,7 @@ class VerifyingExecute(Execute):
         from grader.sandbox import SandboxKernelManager
 
         if isinstance(self.km, SandboxKernelManager):
-            left = self.km.detached_processes()
+            left = self._detached
             if left:
                 self.notes.append(
                     f"{len(left)} process(es) detached from the kernel were still running at "
@@ -321,6 +322,7 @@ class VerifyingExecute(Execute):
                 cell.outputs = [_error("NotRun", f"not run: {self.stopped}")]
         else:
             cell = self._execute(cell, resources, index)
+            self._note_detached()
         if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
             verdict = self._judge(meta.get("grade_id", ""), index)
             cell.outputs = verdict_outputs(verdict)
@@ -344,6 +346,14 @@ class VerifyingExecute(Execute):
             self.stopped = f"{stopped} (it ignored the interrupt, so the kernel was stopped)"
             cell.outputs = [_error("CellTimeoutError", self.stopped)]
         return cell
+
+    def _note_detached(self) -> None:
+        """Processes the submission detached so far (seen after each cell: at the end the
+        sandbox is already gone, and they with it)."""
+        from grader.sandbox import SandboxKernelManager
+
+        if isinstance(self.km, SandboxKernelManager):
+            self._detached = self.km.detached_processes() or self._detached
 
     def _kill_kernel(self) -> None:
         from grader.sandbox import SandboxKernelManager

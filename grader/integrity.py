@@ -27,6 +27,7 @@ sandbox (`grader.sandbox`) where the verifier and this copy are not even visible
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -61,6 +62,49 @@ VERIFIER_TOOLS = (
 # Files of a copied package that Python never loads.
 SKIP_SUFFIXES = (".pyc", ".pyi", ".md", ".txt", ".rst")
 MANIFEST = "manifest.json"
+FORKSERVER = "python-forkserver"
+# The probes' forkserver is started by multiprocessing as `<executable> <flags> -c CODE`.
+# Python 3.11 does not hand a forkserver the parent's sys.path, and -I ignores PYTHONPATH,
+# so this launcher puts the copy first on sys.path inside CODE; without it the forkserver
+# could not preload Scapy and every probe would import it again (seconds each).
+FORKSERVER_SH = """#!/bin/sh
+first=1
+for arg do
+  if [ "$first" = 1 ]; then set --; first=0; fi
+  if [ "$prev" = "-c" ]; then
+    set -- "$@" "import sys; sys.path.insert(0, '@ROOT@'); $arg"
+  else
+    set -- "$@" "$arg"
+  fi
+  prev=$arg
+done
+exec '@PY@' "$@"
+"""
+HOOK_MARK = "startup-hook:"  # manifest keys recording the hooks present at start
+
+
+def startup_hooks() -> list[str]:
+    """`.pth` files and `sitecustomize`/`usercustomize` modules Python's `site` would run.
+
+    The verifier runs with -S and never runs them; a new one appearing while grading still
+    means a notebook planted code for whoever starts Python next, so it is flagged.
+    """
+    import site
+
+    folders = {*site.getsitepackages(), site.getusersitepackages()}
+    for path in sys.path:
+        if path.endswith("site-packages"):
+            folders.add(path)
+    found = []
+    for folder in sorted(folders):
+        with contextlib.suppress(OSError):
+            for name in os.listdir(folder):
+                if name.endswith(".pth") or name.split(".")[0] in (
+                    "sitecustomize",
+                    "usercustomize",
+                ):
+                    found.append(os.path.join(folder, name))
+    return sorted(found)
 
 
 @dataclass
@@ -72,8 +116,16 @@ class Integrity:
     digest: str = ""
 
     def changed(self) -> list[str]:
-        """Files whose content differs from the manifest (missing files count as changed)."""
-        return [path for path, want in self.files.items() if _sha256(Path(path)) != want]
+        """Files whose content differs from the manifest (missing files count as changed),
+        and start-up hooks (`.pth`, `sitecustomize`) that appeared in site-packages since."""
+        changed = [
+            path
+            for path, want in self.files.items()
+            if not path.startswith(HOOK_MARK) and _sha256(Path(path)) != want
+        ]
+        known = {p for p in self.files if p.startswith(HOOK_MARK)}
+        changed += [f"new start-up hook {h}" for h in startup_hooks() if HOOK_MARK + h not in known]
+        return changed
 
     @classmethod
     def load(cls, root: Path, digest: str) -> Integrity:
@@ -158,7 +210,7 @@ def _make_read_only(root: Path) -> None:
         if stat.S_ISDIR(mode):
             path.chmod(0o555)
         elif stat.S_ISREG(mode):
-            path.chmod(0o444)
+            path.chmod(0o555 if path.name == FORKSERVER else 0o444)
     root.chmod(0o555)
 
 
@@ -184,6 +236,13 @@ def make_copy(extra_labs: list[Path] | None = None, parent: Path | None = None) 
     }
     for path in (*outside_files(), *stdlib_files()):
         files[path] = _sha256(Path(path))
+    for hook in startup_hooks():
+        files[HOOK_MARK + hook] = "present"
+    launcher = root / FORKSERVER
+    launcher.write_text(
+        FORKSERVER_SH.replace("@ROOT@", str(root)).replace("@PY@", os.path.realpath(sys.executable))
+    )
+    files[str(launcher)] = _sha256(launcher)
     data = json.dumps(files, indent=0, sort_keys=True).encode()
     (root / MANIFEST).write_bytes(data)
     _make_read_only(root)
@@ -204,7 +263,8 @@ def extra_lab_folders() -> list[Path]:
 def verifier_argv(integrity: Integrity, *args: str) -> list[str]:
     """`python -I -S` with the copy first on sys.path, running `grader.verify`'s main."""
     boot = (
-        "import sys; sys.path.insert(0, sys.argv[1]); del sys.argv[1]; "
+        "import sys, multiprocessing; sys.path.insert(0, sys.argv[1]); "
+        f"multiprocessing.set_executable(sys.argv[1] + '/{FORKSERVER}'); del sys.argv[1]; "
         "from grader.verify import main; sys.exit(main(sys.argv[1:]))"
     )
     python = os.path.realpath(sys.executable)

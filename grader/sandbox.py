@@ -53,7 +53,8 @@ from traitlets import List, Unicode
 from grader.nbtools import REPO
 
 BWRAP = "/usr/bin/bwrap"
-SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
+# Not /opt: the Docker image keeps the whole repository (solutions/ too) under /opt.
+SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # Capabilities a lab never needs; the rest (NET_ADMIN, SYS_ADMIN, NET_RAW, ...) it does.
 DROPPED_CAPS = (
     "CAP_SYS_MODULE",
@@ -122,16 +123,28 @@ def _python_args() -> list[str]:
     return args
 
 
-def sandbox_argv(workdir: Path, cwd: str, connection_file: str) -> list[str]:
-    """bubblewrap's command line for one kernel; `workdir` is mounted at `cwd`."""
+def sandbox_argv(workdir: Path, cwd: str, connection_file: str, sockets: Path) -> list[str]:
+    """bubblewrap's command line for one kernel; `workdir` is mounted at `cwd`, the folder
+    of Jupyter's Unix sockets at its own path."""
     args = [BWRAP, *_base_args(), *_python_args()]
     args += ["--bind", str(workdir), cwd, "--chdir", cwd]
+    args += ["--bind", str(sockets), str(sockets)]
     args += ["--ro-bind", connection_file, connection_file]
     args += ["--setenv", "HOME", "/root", "--setenv", "TMPDIR", "/tmp"]
     # The kernel's parent inside is the sandbox's init (pid 1), so ipykernel's "has my
     # parent exited?" poller would stop it at once; --die-with-parent does that job here.
     args += ["--setenv", "JPY_PARENT_PID", "1"]
-    return [*args, "--"]
+    return [*args, "--", *LOCK]
+
+
+# Inside bubblewrap's view, the kernel enters a user namespace of its own (root mapped to
+# root, every capability *in it*), with its own mount and network namespaces. Every mount
+# bubblewrap made is then locked: not even CAP_SYS_ADMIN inside can remount a read-only
+# view read-write or unmount it (a plain bubblewrap sandbox as root could). Its own network
+# namespace follows: a process in a user namespace may not enter a network namespace the
+# parent owns, so the kernel starts in an empty one, and Jupyter talks to it over Unix
+# sockets (SandboxKernelManager). The lab namespaces it creates belong to it.
+LOCK = ["/usr/bin/unshare", "--user", "--map-root-user", "--net", "--mount", "--"]
 
 
 def _children(pid: int) -> list[int]:
@@ -140,6 +153,14 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(p) for p in text.split()]
+
+
+def _special_files(folder: str, names: list[str]) -> list[str]:
+    return [
+        n
+        for n in names
+        if not (os.path.isdir(os.path.join(folder, n)) or os.path.isfile(os.path.join(folder, n)))
+    ]
 
 
 class SandboxKernelManager(AsyncKernelManager):
@@ -156,6 +177,11 @@ class SandboxKernelManager(AsyncKernelManager):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._scratch: Path | None = None
+        # The kernel has a network namespace of its own: Jupyter's channels are Unix
+        # sockets in a folder both sides see (no TCP port anyone else could connect to).
+        self._sockets = Path(tempfile.mkdtemp(prefix="k8snet-kernel-"))
+        self.transport = "ipc"
+        self.ip = str(self._sockets / "kernel")
 
     async def _async_pre_start_kernel(self, **kw: Any) -> tuple[list[str], dict[str, Any]]:
         cmd, kw = await super()._async_pre_start_kernel(**kw)
@@ -163,11 +189,14 @@ class SandboxKernelManager(AsyncKernelManager):
         self._scratch = Path(tempfile.mkdtemp(prefix="k8snet-submission-"))
         source = Path(self.submission_dir or cwd)
         if source.is_dir():
-            shutil.copytree(source, self._scratch, dirs_exist_ok=True)
-        prefix = sandbox_argv(self._scratch, cwd, self.connection_file)
+            # regular files only (no sockets, fifos or devices); unreadable ones are skipped
+            with contextlib.suppress(shutil.Error):
+                shutil.copytree(source, self._scratch, dirs_exist_ok=True, ignore=_special_files)
+        prefix = sandbox_argv(self._scratch, cwd, self.connection_file, self._sockets)
+        end = prefix.index("--")  # bubblewrap's own options end here
         for pair in self.extra_env:
             key, _, value = pair.partition("=")
-            prefix[-1:-1] = ["--setenv", key, value]
+            prefix[end:end] = ["--setenv", key, value]
         return [*prefix, *cmd], kw
 
     # --- the processes inside ---------------------------------------------------------------
@@ -205,9 +234,9 @@ class SandboxKernelManager(AsyncKernelManager):
         return found
 
     def root(self) -> str:
-        """Where the grading side finds the sandbox's file system (`/run/netns` inside)."""
-        init = self.sandbox_init()
-        return f"/proc/{init}/root" if init else ""
+        """Where the grading side finds the kernel's file system (`/run/netns` inside)."""
+        kernel = self.kernel_host_pid()
+        return f"/proc/{kernel}/root" if kernel else ""
 
     def kill_sandbox(self) -> None:
         """End everything inside at once: bubblewrap's init dies with its parent."""
@@ -229,3 +258,5 @@ class SandboxKernelManager(AsyncKernelManager):
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+        if not restart:
+            shutil.rmtree(self._sockets, ignore_errors=True)
