@@ -56,6 +56,7 @@ def use_root(root: str) -> None:
     base = Path(root) if root else Path("/")
     netns.NETNS_DIR = base / "run" / "netns"
     runs.RUN_DIR = base / "run" / "k8s-netlabs" / "runs"
+    runs.STATE_DIR = base / "run" / "k8s-netlabs" / "state"
 
 
 def find_run(lab: str, pid: int) -> tuple[str, tuple[str, ...]] | None:
