@@ -78,6 +78,7 @@ class PluginCall:
     exit_code: int | None = None
     seconds: float = 0.0
     timed_out: bool = False
+    result: dict[str, Any] | None = None  # an ADD's parsed, validated result
 
     def shell(self) -> str:
         """The same call typed in a shell inside the node's namespace."""
@@ -231,7 +232,7 @@ class Runtime:
             request = self.request(conf, plugin, att, prev)
             call = self.exec(plugin["type"], "ADD", att, json.dumps(request))
             require = ("interfaces", "ips") if i == 0 else ()
-            prev = self._parse_result(call, conf["cniVersion"], require)
+            prev = call.result = self._parse_result(call, conf["cniVersion"], require)
         assert prev is not None
         self._save_cache(conf, att, prev)
         return prev
@@ -276,6 +277,34 @@ class Runtime:
                 spec='VERSION prints {"cniVersion": ..., "supportedVersions": ["0.4.0", "1.0.0"]}',
             )
         return out
+
+    def picture(self, last: int | None = None) -> str:
+        """The calls so far (or the `last` N) and what each ADD created, as text.
+
+        ADD k8snet-bridge  pod-a/eth0  exit 0  112 ms
+            node: cni0 86:2c:..  vethd2408964 da:38:..
+            pod:  eth0 0a:d6:.. in /run/netns/..-pod-a  10.244.1.2/24 gw 10.244.1.1
+            routes: 0.0.0.0/0
+        """
+        lines = [
+            f"plugins run in {self.netns or 'this namespace'}, CNI_PATH {':'.join(self.plugin_dirs)}"
+        ]
+        prev_names: set[str] = set()
+        for call in self.calls[-last:] if last else self.calls:
+            who = f"{call.env.get('CNI_CONTAINERID', '')}/{call.env.get('CNI_IFNAME', '')}"
+            status = "killed (timeout)" if call.timed_out else f"exit {call.exit_code}"
+            lines.append(
+                f"{call.command:7} {call.plugin:16} {who if call.command != 'VERSION' else '':28} "
+                f"{status:8} {call.seconds * 1000:5.0f} ms"
+            )
+            if call.result is not None:
+                if '"prevResult"' not in call.stdin:  # the first plugin of a chain
+                    prev_names = set()
+                lines += _picture_result(call.result, prev_names)
+                prev_names = {i.get("name", "") for i in call.result.get("interfaces", [])}
+            elif call.exit_code:
+                lines.append(f"        {call.stdout.strip()[:200]}")
+        return "\n".join(lines)
 
     # --- building blocks -----------------------------------------------------------------
     @staticmethod
@@ -428,6 +457,38 @@ class Runtime:
             "result": result,
         }
         path.write_text(json.dumps(entry, indent=2))
+
+
+def _picture_result(result: dict[str, Any], before: set[str]) -> list[str]:
+    """What one ADD result says it created (interfaces new since the previous plugin's)."""
+    interfaces = result.get("interfaces", [])
+    ips = result.get("ips", [])
+    node = [f"{i['name']} {i.get('mac', '')}" for i in interfaces if not i.get("sandbox")]
+    pod = []
+    for index, iface in enumerate(interfaces):
+        if iface.get("sandbox"):
+            addrs = [
+                f"{ip['address']} gw {ip.get('gateway', '-')}"
+                for ip in ips
+                if ip.get("interface") == index
+            ]
+            pod.append(
+                f"{iface['name']} {iface.get('mac', '')} in {iface['sandbox']}  {' '.join(addrs)}"
+            )
+    new = {i.get("name") for i in interfaces} - before
+    if before and not new:
+        return ["        (changed nothing in the result: passed prevResult on)"]
+    out = []
+    if node:
+        out.append("        node: " + "  ".join(node))
+    if pod:
+        out.append("        pod:  " + "  ".join(pod))
+    routes = [
+        f"{r['dst']}" + (f" via {r['gw']}" if r.get("gw") else "") for r in result.get("routes", [])
+    ]
+    if routes:
+        out.append("        routes: " + ", ".join(routes))
+    return out
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

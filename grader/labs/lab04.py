@@ -35,7 +35,7 @@ from course.cni.runtime import (
 )
 from course.faults.lab04 import CATALOGUE, NETWORK, OUTSIDE, PODS, leaked
 from course.kernel import Netns
-from grader import breakfix
+from grader import breakfix, journey
 from grader.labs import Check, CheckContext, Lab
 from grader.labs.common import Failed, fail, judged, question
 from grader.verdict import Verdict
@@ -336,9 +336,9 @@ def ex2_add(ctx: CheckContext) -> Verdict:
         _honours_ifname(b, c, rc)
         ip_a, ip_c = (r["ips"][0]["address"].split("/")[0] for r in (ra, rc))
         _on_bridge(b)
+        trip = _followed_ping(b, {"node": b.node, "pod-a": a, "pod-c": c}, "pod-a", ip_c)
         seen = [
-            ping(a, "pod a", ip_c, f"a reply from pod c ({ip_c}) across cni0", "both node ends "
-                 "must be ports of cni0 (`ip link set VETH master cni0`)"),
+            f"pod a -> {ip_c}: reply",
             ping(b.node, "node", ip_a, "a reply from pod a", "cni0 needs the gateway address "
                  "10.244.1.1/24 (isGateway) and must be up"),
         ]
@@ -346,7 +346,22 @@ def ex2_add(ctx: CheckContext) -> Verdict:
         seen.append(ping(a, "pod a", OUTSIDE, f"a reply from {OUTSIDE}, an address of the node "
                          "outside the pod subnet", "add the routes IPAM returned"))
         _second_add_fails(b, conf, a)
-    return Verdict.ok("ADD builds working pods", observed="; ".join(seen))
+    return journey.attach(Verdict.ok("ADD builds working pods", observed="; ".join(seen)), trip)
+
+
+def _followed_ping(b: Bench, roles: dict[str, Netns], src: str, dst: str) -> journey.Journey:
+    """Pod to pod across cni0, followed hop by hop: the verdict shows where it went."""
+    obs, trip = journey.ping(roles, src, dst, timeout=1.5)
+    if not obs.ok or obs.reply is None or obs.reply.src != dst:
+        failed = fail(
+            f"{src} cannot reach {dst}",
+            sent=f"{obs.sent} from {src}",
+            observed=obs.describe(),
+            expected=f"a reply from {dst} across cni0",
+            hint="both node ends must be ports of cni0 (`ip link set VETH master cni0`), up",
+        )
+        raise journey.attach(failed, trip)
+    return trip
 
 
 def _honours_ifname(b: Bench, pod: Netns, result: dict[str, Any]) -> None:
@@ -549,7 +564,9 @@ q2_forgetful_del = question(
 
 # --- break/fix: the mystery plugin ------------------------------------------------------------------
 def mystery_probe(ctx: CheckContext) -> Verdict:
-    """pod-x has eth0 and pod-y net1, both with routes; veths on cni0; nothing leaked."""
+    """pod-x has eth0 and pod-y net1; they reach each other and, through their default
+    routes, an address outside the subnet; nothing is held for pod-z. Symptoms only (what
+    a runtime or a ping shows), never the kernel object at fault: finding it is the task."""
     try:
         return _mystery(ctx)
     except Failed as exc:
@@ -559,7 +576,6 @@ def mystery_probe(ctx: CheckContext) -> Verdict:
 def _mystery(ctx: CheckContext) -> Verdict:
     roles = breakfix.CtxRoles(ctx)
     try:
-        node = roles["node1"]
         for role in ("pod-x", "pod-y"):
             pod = roles[role]
             want = PODS[role]
@@ -572,18 +588,14 @@ def _mystery(ctx: CheckContext) -> Verdict:
                     expected=f"{want}: the CNI_IFNAME its ADD asked for",
                     hint="",
                 )
-        loose = [e["name"] for e in node.links() if e["kind"] == "veth" and not e["master"]]
-        if loose:
-            raise fail(
-                "pods cannot reach each other",
-                sent="netlink: veths in node1",
-                observed=f"veths in no bridge: {loose}",
-                expected="every pod's node end a port of cni0",
-                hint="",
-            )
         x_ip = roles["pod-x"].addresses("eth0")[0].split("/")[0]
+        obs, trip = journey.ping(ctx, "pod-y", x_ip, timeout=1.5)
+        if not obs.ok:
+            failed = fail("pod-y cannot reach pod-x", sent=f"{obs.sent} from pod-y",
+                          observed=obs.describe(), expected="a reply from pod-x", hint="")
+            raise journey.attach(failed, trip)
         seen = [
-            ping(roles["pod-y"], "pod-y", x_ip, "a reply from pod-x", ""),
+            f"pod-y -> pod-x ({x_ip}): reply",
             ping(roles["pod-x"], "pod-x", OUTSIDE, f"a reply from {OUTSIDE} (outside the subnet)", ""),
             ping(roles["pod-y"], "pod-y", OUTSIDE, f"a reply from {OUTSIDE} (outside the subnet)", ""),
         ]
@@ -596,7 +608,8 @@ def _mystery(ctx: CheckContext) -> Verdict:
                 expected="addresses only for live pods: pod-x and pod-y",
                 hint="",
             )
-        return Verdict.ok("pod-x and pod-y work as their ADD results say", observed="; ".join(seen))
+        done = Verdict.ok("pod-x and pod-y work as their ADD results say", observed="; ".join(seen))
+        return journey.attach(done, trip)
     finally:
         roles.close()
 

@@ -89,6 +89,9 @@ def test_course_plugin_chained_with_tuning_and_portmap(
     att.capability_args = {"portMappings": MAPPING}
     result = runtime.add(conf, att)
     assert pod.sysctl("net.core.somaxconn") == "512"  # tuning ran inside the pod
+    picture = runtime.picture(last=3)
+    assert "node: cni0" in picture and f"in {pod.path}  10.244.1." in picture
+    assert picture.count("passed prevResult on") == 2  # tuning and portmap add no interface
     serve(pod)
     assert http_get(node, result["ips"][0]["gateway"], 8080) == "200"
     runtime.delete(conf, att)
