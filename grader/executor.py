@@ -297,15 +297,12 @@ class VerifyingExecute(Execute):
         self.config.SandboxKernelManager.extra_env = [f"{k}={v}" for k, v in env.items()]
 
     def _finish(self) -> None:
-        from grader.sandbox import SandboxKernelManager
-
-        if isinstance(self.km, SandboxKernelManager):
-            left = self._detached
-            if left:
-                self.notes.append(
-                    f"{len(left)} process(es) detached from the kernel were still running at "
-                    f"the end and were stopped with the sandbox: {'; '.join(left[:3])}"
-                )
+        left = self._detached  # (nbclient has dropped self.km by now)
+        if left:
+            self.notes.append(
+                f"{len(left)} process(es) detached from the kernel were still running at "
+                f"the end and were stopped with the sandbox: {'; '.join(left[:3])}"
+            )
         if self._server.interference:
             self.interference.append(self._server.interference)
         self._server.close()

@@ -129,7 +129,8 @@ def sandbox_argv(workdir: Path, cwd: str, connection_file: str, sockets: Path) -
     args = [BWRAP, *_base_args(), *_python_args()]
     args += ["--bind", str(workdir), cwd, "--chdir", cwd]
     args += ["--bind", str(sockets), str(sockets)]
-    args += ["--ro-bind", connection_file, connection_file]
+    # writable: ipykernel rewrites its connection file when it merges what it bound
+    args += ["--bind", connection_file, connection_file]
     args += ["--setenv", "HOME", "/root", "--setenv", "TMPDIR", "/tmp"]
     # The kernel's parent inside is the sandbox's init (pid 1), so ipykernel's "has my
     # parent exited?" poller would stop it at once; --die-with-parent does that job here.

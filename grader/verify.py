@@ -92,7 +92,8 @@ def _run_record(prefix: str) -> tuple[str, tuple[str, ...]]:
 def _no_run(lab: str, pid: int) -> Verdict:
     return Verdict.fail(
         "no running lab found for this notebook",
-        sent=f"looked for a run record of lab {lab} owned by kernel process {pid}",
+        sent=f"looked for a run record of lab {lab} "
+        + ("in the submission's sandbox" if pid == 0 else f"owned by kernel process {pid}"),
         observed="no run record (was the setup cell run? was the kernel restarted?)",
         expected="the run the notebook's setup cell started, still alive while checks run",
         hint="run the notebook from the top, in order, without restarting the kernel",

@@ -151,7 +151,9 @@ def test_planted_startup_hook_and_killed_verifier_gain_nothing(batch: Batch) -> 
 def test_daemon_deleting_namespaces_and_rewritten_registry(batch: Batch) -> None:
     row = batch.rows["d-daemon"]
     assert float(row["check-ex1"]) == 0
-    assert "the pod namespace does not exist" in batch.text("d-daemon", "check-ex1")
+    # its own `down --all` loop even deleted the run record it forged: no run, no points
+    text = batch.text("d-daemon", "check-ex1")
+    assert "the pod namespace does not exist" in text or "no running lab found" in text
     assert "detached from the kernel" in row["notes"]
     # the host's namespace it claimed and tried to delete is untouched, the daemon is gone,
     # and the honest submission graded beside it (--jobs 2) lost nothing
