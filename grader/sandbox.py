@@ -66,6 +66,9 @@ DROPPED_CAPS = (
     "CAP_SYS_TTY_CONFIG",
     "CAP_SYSLOG",
 )
+# What of the repository the kernel sees: the course code and its example data (Kubernetes
+# manifests the labs load). Not solutions/, tests/ or labs/ (other notebooks).
+COURSE_PARTS = ("course", "examples")
 # Files of grader/labs the kernel may import (check tables with answer keys stay outside).
 GRADER_LABS_VISIBLE = ("__init__.py", "common.py")
 
@@ -114,7 +117,9 @@ def _python_args() -> list[str]:
     args: list[str] = []
     for prefix in dict.fromkeys((sys.base_prefix, sys.prefix)):
         args += ["--ro-bind", prefix, prefix]
-    args += ["--ro-bind", str(REPO / "course"), str(REPO / "course")]
+    for part in COURSE_PARTS:
+        if (REPO / part).exists():
+            args += ["--ro-bind", str(REPO / part), str(REPO / part)]
     args += ["--ro-bind", str(REPO / "grader"), str(REPO / "grader")]
     labs = REPO / "grader" / "labs"
     args += ["--tmpfs", str(labs)]
