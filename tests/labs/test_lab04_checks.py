@@ -72,6 +72,11 @@ MUTANTS = {
     "result-wrong-version": mutate(
         "ex2-solution", '"cniVersion": conf["cniVersion"],', '"cniVersion": "0.4.0",'
     ),
+    "add-hangs": mutate(  # a plugin that never answers: cut after the runtime's 5 s
+        "ex2-solution",
+        '    bridge = conf.get("bridge", "cni0")',
+        '    subprocess.run(["sleep", "60"])\n    bridge = conf.get("bridge", "cni0")',
+    ),
     "second-add-takes-over": mutate(
         "ex2-solution",
         'raise CNIError(999, f"{ifname} already exists in {netns}")',
@@ -136,6 +141,7 @@ CASES = [
     ("not-on-bridge", "ex2-add", "not a port of cni0", "veths outside cni0"),
     ("result-without-ips", "ex2-add", "ADD broke the CNI protocol", "'ips' is missing"),
     ("result-wrong-version", "ex2-add", "ADD broke the CNI protocol", "cniVersion is '0.4.0'"),
+    ("add-hangs", "ex2-add", "ADD broke the CNI protocol", "did not finish within 5 s"),
     (
         "second-add-takes-over",
         "ex2-add",
