@@ -18,6 +18,7 @@ Everything here observes; nothing changes the lab.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
@@ -179,15 +180,20 @@ def probes_from(
     places: list[Place],
     count: int = 3,
     timeout: float = 1.5,
-    sport_base: int = 41000,
+    sport_base: int | None = None,
 ) -> list[Probe]:
     """`count` tagged connections from `client` to dst:port, watched at `places`.
+
+    Source ports start at a random `sport_base` unless given: a conntrack entry left by an
+    earlier probe with the same addresses and ports would replay its old NAT decision.
 
     A segment belongs to a probe when one of its ports is the probe's source port (at
     the client, before any NAT; at a pod, when nothing changed it), or when it is part
     of a pod-side flow whose first data segment carried the probe's tag.
     """
     tags = new_tags(count)
+    if sport_base is None:
+        sport_base = random.randrange(20000, 60000 - count)
 
     def connect() -> list[Answer]:
         limit = timeout * 3 + 10
@@ -217,6 +223,26 @@ def probes_from(
         if owner is not None:
             owner.segments.append(s)
     return probes
+
+
+def probe_table(probes: list[Probe]) -> str:
+    """One line per probe, for notebooks: the pod, the source it saw, what the client got."""
+    rows = [("tag", "client port", "answered by", "source seen at the pod", "back at the client")]
+    for p in probes:
+        arrived = p.tagged_arrival()
+        syns = p.syn_arrivals()
+        seen = arrived.src if arrived else (f"{syns[0].src} (SYN only)" if syns else "-")
+        where = arrived.place if arrived else (syns[0].place if syns else "no pod")
+        replies = sorted({f"{s.src}:{s.sport}" for s in p.replies_at_client()})
+        back = f"reply {p.answer.pod!r}" if p.connected else p.answer.error or "nothing"
+        if replies:
+            back += f" (SYN-ACK from {', '.join(replies)})"
+        rows.append((p.tag, str(p.sport), where, seen, back))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
+        for r in rows
+    )
 
 
 # --- conntrack ---------------------------------------------------------------------------------
