@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from course.kubeproxy.objects import EndpointSlice, Service
 
 if TYPE_CHECKING:
+    from course.kernel import Netns
     from course.topology import Pod
 
 DOMAIN = "cluster.local"
@@ -132,6 +133,12 @@ def query(name: str, server: str = KUBE_DNS_IP, port: int = 53, timeout: float =
             if reply.id == ident and reply.qr:
                 break
     return [rr.rdata for rr in (reply.an or []) if rr.type == 1]
+
+
+def query_from(ns: Netns, name: str, server: str = KUBE_DNS_IP, timeout: float = 2.0) -> list[str]:
+    """`query` from inside a lab namespace (a pod): the socket is made there."""
+    with ns.entered():
+        return query(name, server, timeout=timeout)
 
 
 # --- running it in a lab pod ------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Who sees whose address: tagged connections, watched where they arrive and where replies go.
 
 A *tagged probe* is a real TCP connection (the client's kernel, `connect()`) from its own
-source port that sends a unique line, its tag. While the probes run, sniffers sit on the
+source port that sends a unique line, its tag. While the probes run, packet sockets sit on the
 interfaces that matter (the receiving pods' `eth0`, the client's `eth0`), so every packet
 of every probe can be told apart by its source port, and the first data packet by its tag.
 From that the checks read, for each probe:
@@ -18,22 +18,29 @@ Everything here observes; nothing changes the lab.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import random
-import threading
+import socket
+import struct
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from course.kernel import Netns
 from course.whoami import PORT as SERVER_PORT
 from course.whoami import Answer, tagged_connections
-from grader.probes import ProbeError, run_in_netns
+
+ETH_P_ALL = 0x0003
+ETH_P_IP = 0x0800
+TCP_FLAGS = "FSRPAUEC"  # bit 0 upwards, the letters tcpdump and Scapy print
+SETTLE = 0.05  # seconds to let segments still in flight arrive after the client is done
 
 
-# --- capture, inside a namespace (runs in a probe child) ----------------------------------------
+# --- capture: a packet socket opened inside each namespace ----------------------------------
 @dataclass(frozen=True)
 class Seen:
     """One TCP segment captured at a place, reduced to what the verdicts talk about."""
@@ -45,35 +52,18 @@ class Seen:
     dport: int
     flags: str
     payload: bytes = b""
+    place_ip: str = ""  # the watched pod's own address, when known
+
+    @property
+    def inbound(self) -> bool:
+        """Addressed to the watched place (unknown address: assume so)."""
+        return not self.place_ip or self.dst == self.place_ip
 
     def describe(self) -> str:
         data = f" carrying {self.payload[:40]!r}" if self.payload else ""
         return (
             f"{self.flags} {self.src}:{self.sport} -> {self.dst}:{self.dport}{data} at {self.place}"
         )
-
-
-def _sniff_tcp(
-    place: str, iface: str, bpf: str, seconds: float, ready: Any, stop: Any
-) -> list[Seen]:
-    from scapy.layers.inet import IP, TCP
-    from scapy.packet import Raw
-    from scapy.sendrecv import AsyncSniffer
-
-    sniffer = AsyncSniffer(iface=iface, filter=bpf, started_callback=ready.set, store=True)
-    sniffer.start()
-    stop.wait(seconds)
-    time.sleep(0.05)  # segments still in flight when the client finished
-    sniffer.stop()
-    out = []
-    for p in sniffer.results or []:
-        if IP in p and TCP in p:
-            payload = bytes(p[Raw].load) if Raw in p else b""
-            out.append(
-                Seen(place, p[IP].src, p[IP].dst, p[TCP].sport, p[TCP].dport,
-                     str(p[TCP].flags), payload)
-            )  # fmt: skip
-    return out
 
 
 @dataclass(frozen=True)
@@ -83,52 +73,90 @@ class Place:
     label: str
     ns: Netns
     iface: str = "eth0"
-    bpf: str = "tcp"
+    ip: str = ""  # the place's own address: tells arrivals from what it sends itself
 
 
-def watch_while(
-    places: list[Place], action: Callable[[], Any], max_seconds: float = 8.0
-) -> tuple[Any, list[Seen]]:
-    """Start a sniffer at every place, run `action()`, stop them; return both results."""
-    from grader.probes import _context
+def parse_tcp(frame: bytes) -> tuple[str, str, int, int, str, bytes] | None:
+    """An Ethernet frame -> (src, dst, sport, dport, flags, payload) if it is IPv4 TCP.
 
-    ctx = _context()
-    stop = ctx.Event()
-    readies = [ctx.Event() for _ in places]
-    results: dict[int, Any] = {}
+    The fixed layouts of RFC 791 and RFC 9293: the IPv4 header length is the low nibble
+    of its first byte (in 32-bit words), the TCP header length the high nibble of byte 12.
+    """
+    if len(frame) < 34 or struct.unpack("!H", frame[12:14])[0] != ETH_P_IP or frame[23] != 6:
+        return None
+    ip_len = (frame[14] & 0x0F) * 4
+    total = struct.unpack("!H", frame[16:18])[0]
+    tcp = 14 + ip_len
+    if len(frame) < tcp + 20:
+        return None
+    sport, dport = struct.unpack("!HH", frame[tcp : tcp + 4])
+    data_at = tcp + (frame[tcp + 12] >> 4) * 4
+    bits = frame[tcp + 13]
+    flags = "".join(c for i, c in enumerate(TCP_FLAGS) if bits & (1 << i))
+    src = str(ipaddress.IPv4Address(frame[26:30]))
+    dst = str(ipaddress.IPv4Address(frame[30:34]))
+    return src, dst, sport, dport, flags, frame[data_at : 14 + total]
 
-    def sniff(i: int, place: Place) -> None:
-        try:
-            results[i] = run_in_netns(
-                place.ns, _sniff_tcp, place.label, place.iface, place.bpf, max_seconds,
-                readies[i], stop, timeout=max_seconds + 8,
-            )  # fmt: skip
-        except ProbeError as exc:
-            results[i] = exc
-            readies[i].set()
 
-    threads = [
-        threading.Thread(target=sniff, args=(i, p), daemon=True) for i, p in enumerate(places)
-    ]
-    for t in threads:
-        t.start()
-    for i, ready in enumerate(readies):
-        if not ready.wait(max_seconds + 5):
-            stop.set()
-            raise ProbeError(f"sniffer at {places[i].label} did not start")
+class Tap:
+    """A packet socket on one interface of one namespace (what tcpdump opens).
+
+    The socket is created by a thread that has entered the namespace, and stays bound to
+    that namespace for its whole life: no process is started, nothing waits for a
+    sniffer to come up, and it sees both directions from the moment it exists.
+    """
+
+    def __init__(self, place: Place) -> None:
+        self.place = place
+        with place.ns.entered():
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            self.sock.bind((place.iface, 0))
+        self.sock.setblocking(False)
+
+    def read(self) -> list[Seen]:
+        """Every TCP segment captured so far (the socket's queue, drained)."""
+        seen = []
+        while True:
+            try:
+                frame = self.sock.recv(65535)
+            except BlockingIOError:
+                return seen
+            tcp = parse_tcp(frame)
+            if tcp is not None:
+                seen.append(Seen(self.place.label, *tcp, place_ip=self.place.ip))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def tapped(places: list[Place]) -> Iterator[list[Tap]]:
+    taps: list[Tap] = []
     try:
-        outcome = action()
+        taps.extend(Tap(p) for p in places)
+        yield taps
     finally:
-        stop.set()
-        for t in threads:
-            t.join(max_seconds + 10)
-    seen: list[Seen] = []
-    for i in range(len(places)):
-        got = results.get(i)
-        if isinstance(got, Exception):
-            raise got
-        seen.extend(got or [])
-    return outcome, seen
+        for tap in taps:
+            tap.close()
+
+
+def watch_while(places: list[Place], action: Callable[[], Any]) -> tuple[Any, list[Seen]]:
+    """Capture at every place while `action()` runs; return its result and the segments."""
+    with tapped(places) as taps:
+        outcome = action()
+        time.sleep(SETTLE)
+        return outcome, [s for tap in taps for s in tap.read()]
+
+
+def connections_from(client: Netns, *args: Any, **kwargs: Any) -> list[Answer]:
+    """`course.whoami.tagged_connections` with its sockets made inside `client`.
+
+    The calling thread enters the namespace for the duration (its sockets belong to the
+    namespace they were created in); no other thread and no other process is affected.
+    """
+    with client.entered():
+        return tagged_connections(*args, **kwargs)
 
 
 # --- tagged probes --------------------------------------------------------------------------------
@@ -153,6 +181,7 @@ class Probe:
         for s in self.segments:
             if (
                 s.place != "client"
+                and s.inbound
                 and s.dport == SERVER_PORT
                 and s.payload.startswith(self.tag.encode())
             ):
@@ -162,7 +191,7 @@ class Probe:
     def syn_arrivals(self) -> list[Seen]:
         """SYNs of this probe that reached a pod (matched by the client's source port on
         the way in; after a masquerade the port may change, see `probes_from`)."""
-        return [s for s in self.segments if s.place != "client" and s.flags == "S"]
+        return [s for s in self.segments if s.place != "client" and s.inbound and s.flags == "S"]
 
     def replies_at_client(self) -> list[Seen]:
         return [s for s in self.at("client") if s.dport == self.sport and "S" in s.flags]
@@ -196,12 +225,9 @@ def probes_from(
         sport_base = random.randrange(20000, 60000 - count)
 
     def connect() -> list[Answer]:
-        limit = timeout * 3 + 10
-        return run_in_netns(
-            client, tagged_connections, dst, port, tags, timeout, sport_base, timeout=limit
-        )
+        return connections_from(client, dst, port, tags, timeout, sport_base)
 
-    answers, seen = watch_while(places, connect, max_seconds=timeout * 3 + 5)
+    answers, seen = watch_while(places, connect)
     by_tag = {a.tag: a for a in answers}
     probes = [Probe(t, by_tag[t].sport, by_tag[t]) for t in tags]
     by_sport = {p.sport: p for p in probes}
@@ -331,10 +357,7 @@ def bulk(
     """`count` new tagged connections from `client` to dst:port, each answer checked."""
     tags = new_tags(count)
     t0 = time.perf_counter()
-    answers = run_in_netns(
-        client, tagged_connections, dst, port, tags, timeout, sport_base,
-        timeout=timeout * (count // 200 + 2) + 10,
-    )  # fmt: skip
+    answers = connections_from(client, dst, port, tags, timeout, sport_base)
     return Bulk(answers, time.perf_counter() - t0)
 
 

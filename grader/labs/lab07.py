@@ -18,8 +18,10 @@ import shlex
 from collections.abc import Callable
 
 from course.addressing import CLIENT_IP, node_ip, pod_gateway
-from course.dns import KUBE_DNS_IP, query
+from course.dns import KUBE_DNS_IP, query_from
+from course.faults.lab07 import CATALOGUE
 from course.kernel import Netns
+from grader import breakfix
 from grader.labs import Check, CheckContext, Lab
 from grader.labs.common import fail, judged, question
 from grader.nodeport_checks import (
@@ -30,7 +32,6 @@ from grader.nodeport_checks import (
     entry_for,
     probes_from,
 )
-from grader.probes import run_in_netns
 from grader.verdict import Verdict
 
 LAB_ID = "07-nodeport-masquerade"
@@ -112,10 +113,14 @@ def story(probes: list[Probe]) -> str:
     return " | ".join(parts)
 
 
-def from_client(ctx: CheckContext, node: str, port: int, count: int = 3) -> list[Probe]:
+def from_client(
+    ctx: CheckContext, node: str, port: int, count: int = 3, pods: str = "bc"
+) -> list[Probe]:
+    """Tagged connections from the client, watched at the client and at `pods` (the
+    Service's pods at that point of the lab: b and c)."""
     client = open_ns(ctx, "client")
     places = [Place("client", client)] + [
-        Place(f"pod {n}", open_ns(ctx, ROLES[n])) for n in ("a", "b", "c")
+        Place(f"pod {n}", open_ns(ctx, ROLES[n]), ip=PODS[n]) for n in pods
     ]
     return probes_from(client, node, port, places, count=count, timeout=1.5)
 
@@ -182,7 +187,7 @@ def check_masquerade(ctx: CheckContext) -> Verdict:
     probes = from_client(ctx, NODE1, WEB_PORT)
     sent = (
         f"{len(probes)} tagged TCP connections from the client ({CLIENT_IP}) to "
-        f"node1 {NODE1}:{WEB_PORT}, captured at pods a, b, c and at the client"
+        f"node1 {NODE1}:{WEB_PORT}, captured at pods b, c and at the client"
     )
     observed = story(probes)
     summary, hint = diagnose_masquerade(nat_rules(node1))
@@ -229,7 +234,8 @@ def _both(entry: CtEntry | None) -> bool:
 def pod_to_pod(ctx: CheckContext) -> None:
     """pod a -> pod b directly: b must see a's own address (nothing marked, nothing SNATed)."""
     a = open_ns(ctx, ROLES["a"])
-    (p,) = probes_from(a, PODS["b"], 8080, [Place("pod b", open_ns(ctx, ROLES["b"]))], 1)
+    places = [Place("pod b", open_ns(ctx, ROLES["b"]), ip=PODS["b"])]
+    (p,) = probes_from(a, PODS["b"], 8080, places, 1)
     if p.connected and p.answer.seen == PODS["a"]:
         return
     raise fail(
@@ -315,7 +321,7 @@ def check_hairpin(ctx: CheckContext) -> Verdict:
     """pod a -> its own Service 10.96.0.30:80 -> itself, seeing node1's bridge address."""
     a = open_ns(ctx, ROLES["a"])
     node1 = open_ns(ctx, "node1")
-    (p,) = probes_from(a, SELF_VIP, 80, [Place("pod a", a)], count=1, timeout=1.0)
+    (p,) = probes_from(a, SELF_VIP, 80, [Place("pod a", a, ip=PODS["a"])], count=1, timeout=1.0)
     sent = f"a tagged connection from pod a ({PODS['a']}) to its own Service {SELF_VIP}:80"
     back = [s for s in p.segments if s.dst == PODS["a"] and s.dport == 8080 and s.flags == "S"]
     gateway = pod_gateway(1)
@@ -374,7 +380,7 @@ def check_headless(ctx: CheckContext) -> Verdict:
             )
     a = open_ns(ctx, ROLES["a"])
     try:
-        answer = sorted(run_in_netns(a, query, HEADLESS, timeout=8.0))
+        answer = sorted(query_from(a, HEADLESS, timeout=4.0))
     except Exception as exc:  # the DNS pod or the kube-dns Service is broken
         raise fail(
             f"no DNS answer for {HEADLESS}",
@@ -405,6 +411,43 @@ def check_headless(ctx: CheckContext) -> Verdict:
         sent=sent,
         observed=f"DNS answered {', '.join(pod_name(ip) for ip in answer)}",
     )
+
+
+# --- exercise 5: break/fix -----------------------------------------------------------------------
+def nodeport_path_works(ctx: CheckContext) -> Verdict:
+    """The three paths the faults break: client -> node1:30080, pod a -> itself through
+    10.96.0.30, pod dns -> pod a through 10.96.0.30 (across node1's bridge)."""
+    via1 = from_client(ctx, NODE1, WEB_PORT, pods="abc")
+    # pod a (on node1 itself, once it joined `web`) sees node1's cni0 address instead
+    want = {"a": pod_gateway(1), "b": NODE1, "c": NODE1}
+    if not all(p.connected and p.answer.seen == want.get(p.answer.pod or "") for p in via1):
+        return Verdict.fail(
+            f"the client does not get through node1:{WEB_PORT}",
+            sent=f"3 tagged connections from the client to node1 {NODE1}:{WEB_PORT}",
+            observed=story(via1),
+            expected=f"each answered by a web pod, which saw node1's address ({NODE1} from "
+            f"node2's pods, {pod_gateway(1)} from pod a)",
+            hint="",
+        )
+    a, dns = open_ns(ctx, ROLES["a"]), open_ns(ctx, ROLES["dns"])
+    for sender, who, seen in ((a, "pod a", pod_gateway(1)), (dns, "pod dns", PODS["dns"])):
+        (p,) = probes_from(sender, SELF_VIP, 80, [Place("pod a", a, ip=PODS["a"])], 1, 1.0)
+        if not (p.connected and p.answer.seen == seen):
+            return Verdict.fail(
+                f"{who} does not reach pod a through {SELF_VIP}:80",
+                sent=f"a tagged connection from {who} to the Service {SELF_VIP}:80",
+                observed=story([p]),
+                expected=f"pod a answers, having seen {seen}",
+                hint="",
+            )
+    return Verdict.ok(
+        "the client gets through node1, and pods a and dns reach pod a through its Service",
+        sent=f"tagged connections: client -> {NODE1}:{WEB_PORT}; pods a and dns -> {SELF_VIP}:80",
+        observed=story(via1),
+    )
+
+
+CHECK_BREAKFIX = breakfix.check(CATALOGUE, nodeport_path_works)
 
 
 # --- predict, then observe --------------------------------------------------------------------------
@@ -457,6 +500,8 @@ LAB = Lab(
         Check("ex3-hairpin", "check-ex3-hairpin", 3, "hairpin: a pod reaches itself",
               check_hairpin),
         Check("ex4-headless", "check-ex4-headless", 3, "a headless Service", check_headless),
+        Check("ex5-breakfix", "check-ex5-breakfix", 3, "break/fix: the NodePort path",
+              CHECK_BREAKFIX),
     ),
     # the lab's kube-proxy leaves the masquerade chains to the learner: building another
     # one (with kube-proxy's own KUBE-MARK-MASQ/KUBE-POSTROUTING) in an exercise scores zero

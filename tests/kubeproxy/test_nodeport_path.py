@@ -15,12 +15,11 @@ from collections.abc import Iterator
 import pytest
 
 from course import nodeport
-from course.dns import query
+from course.dns import query_from
 from course.kubeproxy.cluster import ClusterKubeProxy
 from course.nodeport import NodePortLab
 from course.topology import Cluster
 from grader.nodeport_checks import Place, Probe, conntrack_entries, entry_for, probes_from
-from grader.probes import run_in_netns
 
 pytestmark = pytest.mark.slow
 CLIENT_IP = "203.0.113.10"
@@ -218,13 +217,13 @@ def test_headless_service_has_no_rules_and_dns_answers_with_ready_pods(lab: Node
     assert "web-headless" not in lab.kube_proxy.payload("node2")
     b = lab.cluster.pod("b")
     name = "web-headless.default.svc.cluster.local"
-    assert sorted(run_in_netns(b.ns, query, name)) == [PODS["b"], PODS["c"]]
-    assert run_in_netns(b.ns, query, "web.default.svc.cluster.local") == ["10.96.0.20"]
-    assert run_in_netns(b.ns, query, "nothing.default.svc.cluster.local") == []
+    assert sorted(query_from(b.ns, name)) == [PODS["b"], PODS["c"]]
+    assert query_from(b.ns, "web.default.svc.cluster.local") == ["10.96.0.20"]
+    assert query_from(b.ns, "nothing.default.svc.cluster.local") == []
     kp = lab.kube_proxy
     kp.update_pod(dataclasses.replace(kp.pod("c"), ready=False))
     lab.sync()
-    assert run_in_netns(b.ns, query, name) == [PODS["b"]]
+    assert query_from(b.ns, name) == [PODS["b"]]
 
 
 def test_headless_client_connects_to_a_pod_without_nat(lab: NodePortLab) -> None:

@@ -1,0 +1,84 @@
+"""Lab 07's break/fix catalogue against the real lab: each fault alone breaks the NodePort path
+(or hairpin, or pod-to-Service across the bridge), the first hint says where the packet stops
+and never names the fault, the second says where to look, and the repair gets full marks.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from course import nodeport
+from course.faults import Catalogue, inject
+from course.faults.lab07 import CATALOGUE
+from course.nodeport import NodePortLab
+from course.topology import Cluster
+from grader import breakfix
+from grader.labs import CheckContext
+from grader.labs.lab07 import LAB, LAB_ID, nodeport_path_works
+from tests.labs.test_lab07_checks import RIGHT, Lab07
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[NodePortLab]:
+    """The notebook's state at exercise 5: the learner's masquerade rules, hairpin on."""
+    with Cluster(LAB_ID, **nodeport.TOPOLOGY) as c:
+        lab = nodeport.build(c, masquerade_rules=False)
+        t = Lab07(lab)
+        t.masquerade(RIGHT)
+        t.hairpin(True)
+        yield lab
+        lab.dns.stop()
+    shutil.rmtree(breakfix.ATTEMPTS_DIR / c.prefix, ignore_errors=True)
+
+
+def ctx(lab: NodePortLab) -> CheckContext:
+    c = lab.cluster
+    return CheckContext(LAB_ID, c.prefix, tuple(c.record.namespaces))
+
+
+def test_the_working_lab_passes_and_nothing_injected_scores_nothing(lab: NodePortLab) -> None:
+    verdict = LAB.check("ex5-breakfix").run(ctx(lab))
+    assert not verdict.passed and "never injected" in verdict.summary
+    ok = nodeport_path_works(ctx(lab))
+    assert ok.passed, ok.render()
+
+
+@pytest.mark.parametrize("fault", CATALOGUE.faults, ids=lambda f: f.id)
+def test_each_fault_breaks_the_path_and_its_repair_gets_full_marks(lab, fault) -> None:
+    single = Catalogue(f"t-07/{fault.id}", (fault,), k=1, story=CATALOGUE.story)
+    check = breakfix.check(single, nodeport_path_works)
+    roles = lab.cluster.namespaces
+    inject(lab.cluster, single)
+    try:
+        assert fault.present(roles)
+        first = check(ctx(lab))
+        text = first.render()
+        print(text)
+        assert not first.passed, text
+        assert fault.title not in text and fault.id not in text
+        assert fault.where in first.hint and fault.look_at not in first.hint
+        assert "not repaired yet" in first.summary
+    finally:
+        fault.repair(roles)  # type: ignore[misc]
+    assert not fault.present(roles)  # type: ignore[misc]
+    repaired = check(ctx(lab))
+    assert repaired.passed, repaired.render()
+
+
+def test_the_second_attempt_says_where_to_look(lab: NodePortLab) -> None:
+    fault = CATALOGUE.fault("mark-bit-wrong")
+    single = replace(CATALOGUE, name="t-07/second", faults=(fault,), k=1)
+    check = breakfix.check(single, nodeport_path_works)
+    inject(lab.cluster, single)
+    try:
+        first, second = check(ctx(lab)), check(ctx(lab))
+    finally:
+        fault.repair(lab.cluster.namespaces)  # type: ignore[misc]
+    assert fault.look_at not in first.hint and fault.look_at in second.hint
+    assert "the client got a SYN-ACK from 10.244.2." in second.observed
