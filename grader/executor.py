@@ -21,14 +21,17 @@ stalls or finds a changed file is never restarted: the remaining checks fail wit
 was interfered with", and the submission is flagged (`report`, read by `k8snet grade`).
 
 With `sandbox=True` (what `k8snet grade` uses) the kernel runs in a bubblewrap sandbox of
-its own (`grader.sandbox`): its own mount and PID namespaces and `/run`, the notebook and
-the course code only. The verifier then inspects the namespaces under that sandbox's
+its own (`grader.sandbox`): its own user, mount, PID and network namespaces and `/run`,
+the notebook and the course code only. The verifier then inspects the namespaces under that sandbox's
 `/run/netns`, whoever the run registry says owns them.
 
 Failures stay graceful: a kernel that dies keeps the points of the checks judged before
 (the feedback names the cell where it died); a cell past its time limit says "cell N ran
 past S s and was stopped", also when it ignores the interrupt (the kernel is then stopped
 and later checks say so); processes a sandboxed submission detached are noted.
+
+Exercise cells that use the lab's own reference implementation of the topic (declared per
+lab: `Lab.reference`) score zero for that exercise, found statically (`reference_calls`).
 
 The learner's identity reaches the kernel as env `K8SNET_LEARNER` (nbgrader's student id;
 unset for a self-check), so per-learner faults are drawn the same way when grading.
