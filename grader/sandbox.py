@@ -83,7 +83,7 @@ def unavailable_reason() -> str:
         return "bubblewrap is not installed (apt-get install bubblewrap)"
     if os.geteuid() != 0:
         return "grading must run as root (the labs build network namespaces)"
-    argv = [BWRAP, *_base_args(), "--", "/bin/true"]
+    argv = [BWRAP, *_base_args(), "--", *LOCK, "/bin/true"]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -92,7 +92,8 @@ def unavailable_reason() -> str:
         return (
             f"bubblewrap refused to build a sandbox here: {out.stderr.strip()[:300]} "
             "(in Docker, run the privileged service or docker/compose.restricted.yml, which "
-            "grant CAP_SYS_ADMIN with seccomp and AppArmor unconfined)"
+            "grant CAP_SYS_ADMIN with seccomp and AppArmor unconfined; user namespaces must "
+            "be enabled: sysctl user.max_user_namespaces > 0)"
         )
     return ""
 

@@ -1,8 +1,9 @@
 """Honest submissions of the real labs score in the sandbox exactly what they score without.
 
 One `k8snet grade --jobs 2` per lab (01, 02, 06), all three at once: each lab's solution
-gets full marks (its unsandboxed round trip in tests/labs asserts the same), and lab 01's
-untouched release gets zero, graded beside it.
+gets full marks (its unsandboxed round trip in tests/labs asserts the same), lab 01's
+untouched release gets zero, and a lab 02 submission whose exercise 1 calls the course's
+own bridge plugin gets zero for exercise 1 only, saying why (the static check).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import pytest
 from grader import nbtools
 from grader.labs import load_lab
 from grader.sandbox import unavailable_reason
+from tests.grading.test_static_check import BRIDGE_BY_REFERENCE
+from tests.nbharness import find_cell
 
 pytestmark = [
     pytest.mark.slow,
@@ -37,6 +40,11 @@ def grade_class(root: Path, lab: str) -> dict[str, dict[str, str]]:
     notebooks = {"solution": nbtools.REPO / "solutions" / lab / f"{lab}.ipynb"}
     if lab == LABS[0]:
         notebooks["release"] = nbtools.REPO / "labs" / lab / f"{lab}.ipynb"
+    if lab == LABS[1]:
+        nb = json.loads(notebooks["solution"].read_text())
+        find_cell(nb, "ex1-solution")["source"] = BRIDGE_BY_REFERENCE
+        notebooks["by-reference"] = root / "by-reference.ipynb"
+        notebooks["by-reference"].write_text(json.dumps(nb))
     for student, path in notebooks.items():
         nbtools.submit(course, lab, student, path)
     argv = [K8SNET, "grade", lab, "--course", str(course), "--jobs", "2"]
@@ -56,3 +64,10 @@ def test_lab_solutions_score_full_marks_in_the_sandbox(tmp_path: Path) -> None:
         assert solution["status"] == "ok", (lab, json.dumps(solution))
         assert float(solution["score"]) == total == float(solution["max_score"]), (lab, solution)
     assert float(results[LABS[0]]["release"]["score"]) == 0
+    ref = results[LABS[1]]["by-reference"]
+    assert float(ref["check-ex1-switched"]) == float(ref["check-ex1-gateway"]) == 0
+    assert float(ref["check-ex2-routed"]) > 0
+    graded = tmp_path / LABS[1] / "autograded" / "by-reference" / LABS[1] / f"{LABS[1]}.ipynb"
+    result = nbtools.GradeResult("by-reference", notebook=json.loads(graded.read_text()))
+    assert "calls the course's reference implementation" in result.cell_text("check-ex1-switched")
+    assert "course.podnet.bridge.add_pod" in result.cell_text("check-ex1-switched")
