@@ -24,6 +24,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
@@ -263,7 +264,8 @@ def merge(course: Path, lab_id: str, sub: Submission, expected: set[tuple[str, s
     graded = scratch / "autograded" / sub.student / lab_id
     if (sub.status != "ok" and not sub.flagged) or not graded.is_dir():
         return
-    with _tools_on_path():
+    with _tools_on_path(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SQLAlchemy's autoflush notes about nbgrader's models
         with Gradebook(f"sqlite:///{scratch / 'gradebook.db'}") as src:
             got = src.find_submission(lab_id, sub.student)
             timestamp = got.timestamp
