@@ -48,7 +48,7 @@ from course.kernel import Netns
 from course.kernel import netns as kernel_netns
 from course.labs import topology
 from course.roles import UnknownRole, resolve
-from course.runs import PREFIX, RunRecord, load_runs
+from course.runs import PREFIX, RunRecord, load_runs, remove_state_dir
 from course.topology import Cluster
 
 DEFAULT_TIMEOUT = 30.0
@@ -128,6 +128,7 @@ def _forget_own_runs(lab: str) -> list[str]:
 def _delete_run(rec: RunRecord) -> None:
     for name in kernel_netns.list_netns(rec.prefix + "-"):
         Netns(name).delete()
+    remove_state_dir(rec.prefix)  # daemon files, CNI reservations: they go with the run
     rec.path.unlink(missing_ok=True)
 
 

@@ -95,7 +95,7 @@ def reap_orphans(lab_id: str) -> list[str]:
     A killed kernel is a zombie until its new parent reaps it; it counts as exited.
     """
     from course.kernel import Netns
-    from course.runs import load_runs
+    from course.runs import load_runs, remove_state_dir
 
     removed = []
     for rec in load_runs():
@@ -103,6 +103,7 @@ def reap_orphans(lab_id: str) -> list[str]:
             for name in rec.namespaces:
                 Netns(name).delete()
                 removed.append(name)
+            remove_state_dir(rec.prefix)  # daemon files, CNI reservations: they go too
             rec.path.unlink(missing_ok=True)
     return removed
 

@@ -12,7 +12,7 @@ import pytest
 from course import notebook
 from course.kernel import list_netns
 from course.notebook import current_run, start_lab
-from course.runs import load_runs
+from course.runs import load_runs, state_dir
 from course.topology import Cluster
 
 LAB = "01-netns-veth"
@@ -38,6 +38,7 @@ def test_a_killed_kernels_run_is_reaped_in_one_line(capsys: pytest.CaptureFixtur
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert set(list_netns(prefix + "-")) == {f"{prefix}-node1", f"{prefix}-pod-a"}
+    state_dir(prefix).mkdir(parents=True)  # files a run keeps (BIRD, CNI reservations)
     capsys.readouterr()
     cluster = start_lab(LAB)
     try:
@@ -45,6 +46,7 @@ def test_a_killed_kernels_run_is_reaped_in_one_line(capsys: pytest.CaptureFixtur
         assert lines == [f"removed 1 leftover run of {LAB} from a kernel that was restarted"]
         assert list_netns(prefix + "-") == []
         assert prefix not in {r.prefix for r in load_runs()}
+        assert not state_dir(prefix).exists()
     finally:
         cluster.destroy()
 
