@@ -18,7 +18,9 @@
 # No registry? A failure on the next line ("lookup registry-1.docker.io", "pull access denied",
 # "failed to resolve source metadata") means Docker could not fetch the base image. Make it
 # locally, once, then build again:   docker/seed-base-image.sh
-FROM debian:bookworm-slim AS runtime
+# The stage's name says so too: Docker prints it next to that error, and it is all of this
+# file a learner sees when the build stops there.
+FROM debian:bookworm-slim AS if-this-fails-run-docker.seed-base-image.sh
 
 ENV DEBIAN_FRONTEND=noninteractive \
     LANG=C.UTF-8 \
@@ -89,6 +91,9 @@ HEALTHCHECK --interval=3s --timeout=3s --start-period=60s --retries=5 \
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/k8snet-entrypoint"]
 CMD ["jupyter-lab"]
 
+
+# Everything but the course itself: what both images share.
+FROM if-this-fails-run-docker.seed-base-image.sh AS runtime
 
 # --- selfstudy: the whole project (course, grader, labs, solutions, tests) -------------------
 # Installed in place (`pip install -e .`, as `make install` does): the code a learner reads in

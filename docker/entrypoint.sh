@@ -5,9 +5,12 @@
 #    /workspace/labs, but only files that are not there yet. A learner's edited notebook is
 #    never overwritten, and labs added by a newer image appear on the next start. To get a
 #    pristine copy of a lab back, delete (or rename) it and restart the container.
-# 2. `jupyter-lab` (the default command) starts JupyterLab on /workspace, opened on labs/,
+# 2. Remounts /proc/sys read-write and tries what every lab does first (a namespace, a sysctl
+#    in it); if the engine did not grant enough, the log says so with the exact next command.
+# 3. `jupyter-lab` (the default command) starts JupyterLab on /workspace, opened on labs/,
 #    with token authentication: $JUPYTER_TOKEN if set, otherwise a fresh random token, which
-#    is printed below. Any other command (`make test`, `k8snet doctor`, `bash`) runs as given.
+#    is printed below; nbgrader's instructor tools only with K8SNET_INSTRUCTOR=1.
+#    Any other command (`make test`, `k8snet doctor`, `bash`) runs as given.
 set -euo pipefail
 
 # Overridable for the entrypoint's own tests (tests/docker/test_entrypoint.py).

@@ -364,7 +364,7 @@ check_class_image() {
     fi
     local t0 rc lab=01-netns-veth
     t0=$(now)
-    docker build -q --target class -t "$CLASS_IMAGE" . >"$LOG_DIR/class-build.log" 2>&1 || {
+    docker build -q --force-rm --target class -t "$CLASS_IMAGE" . >"$LOG_DIR/class-build.log" 2>&1 || {
         tail -30 "$LOG_DIR/class-build.log" >&2
         die "the class image did not build"
     }
