@@ -46,7 +46,7 @@ from grader.nbtools import REPO
 # The only folders the verifier looks for programs in: root-owned system folders.
 FIXED_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # What the verifier imports (found with `python -X importtime` on every lab's checks).
-VERIFIER_PACKAGES = ("scapy", "pyroute2", "psutil", "yaml")
+VERIFIER_PACKAGES = ("scapy", "pyroute2", "psutil", "yaml", "graphviz")
 # The programs checks run inside lab namespaces.
 VERIFIER_TOOLS = (
     "nsenter",
@@ -58,6 +58,7 @@ VERIFIER_TOOLS = (
     "nft",
     "conntrack",
     "tcpdump",
+    "stdbuf",
 )
 # Files of a copied package that Python never loads.
 SKIP_SUFFIXES = (".pyc", ".pyi", ".md", ".txt", ".rst")

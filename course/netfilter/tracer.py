@@ -47,7 +47,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,17 @@ class Match:
                 f"{origin}ct original protocol {self.proto} ct original proto-src {self.sport}"
             )
         return {"first": first, "ct": ct}
+
+    def owns(self, packet: TracedPacket) -> bool:
+        """Is this traced packet one of this match's (its probe, or a reply to it)?"""
+        seen = packet.first
+        if self.expr:
+            return True
+        if self.proto == "icmp":
+            return self.icmp_id is None or seen.ident == self.icmp_id
+        if self.sport is None:
+            return seen.dst == self.dst and seen.dport == self.dport
+        return self.sport in (seen.sport, seen.dport)
 
     def describe(self) -> str:
         if self.expr:
@@ -242,6 +253,11 @@ class Trace:
     elapsed_ms: float = 0.0
     raw: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # ms per phase
+
+    def only(self, match: Match, result: Any = None) -> Trace:
+        """The part of a trace of several probes that belongs to one of them."""
+        mine = [p for p in self.packets if match.owns(p)]
+        return Trace(self.namespace, match, mine, result, self.elapsed_ms, self.raw, self.timings)
 
     def path(self, packet: int = 0) -> list[tuple[str, str]]:
         """The (table, chain) pairs packet `packet` (default the first) walked, in order."""
@@ -489,7 +505,7 @@ class _Monitor:
         self._thread.join(timeout=2)
 
 
-def _table_payload(name: str, match: Match) -> str:
+def _table_payload(name: str, matches: Sequence[Match]) -> str:
     """Our trace table: marks at -350 where packets enter, after conntrack, and again later.
 
     The "again" chains (INPUT, FORWARD, POSTROUTING) exist because of br_netfilter: a
@@ -497,7 +513,10 @@ def _table_payload(name: str, match: Match) -> str:
     PREROUTING chains and then hands the packet to IP *without its trace flag* (seen on
     6.x kernels: filter FORWARD counted the SYN, the trace showed no FORWARD step).
     """
-    rules = match.rules()
+    rules: dict[str, list[str]] = {"first": [], "ct": []}
+    for m in matches:
+        for key, exprs in m.rules().items():
+            rules[key] += exprs
     later = rules["first"] + rules["ct"]
     chains = [
         ("first_in", "prerouting", -350, rules["first"]),
@@ -569,7 +588,7 @@ atexit.register(_delete_live_tables)
 def trace(
     ns: Netns | str,
     send: Callable[[], Any],
-    match: Match,
+    match: Match | Sequence[Match],
     *,
     settle: float = 0.0,
 ) -> Trace:
@@ -579,7 +598,8 @@ def trace(
         ns: the namespace whose netfilter to watch (a Netns or its name), e.g. a node.
         send: makes the packets (a probe from another namespace, a connection, ...). Its
             return value is kept as `Trace.result`. It runs while tracing is on.
-        match: which packets to trace (see `Match`); everything else is left alone.
+        match: which packets to trace (see `Match`); everything else is left alone. A
+            list of matches traces several probes at once (`Trace.only(m)` splits them).
         settle: seconds to keep tracing after `send()` returns (late replies).
 
     Returns a `Trace` with every traced packet's steps in kernel order. Tracing is off
@@ -588,6 +608,7 @@ def trace(
     ns = ns if isinstance(ns, Netns) else Netns(ns)
     if not ns.exists():
         raise TraceError(f"network namespace {ns.name!r} does not exist")
+    matches = [match] if isinstance(match, Match) else list(match)
     name = f"{TABLE_PREFIX}{os.getpid()}_{next(_counter)}"
     clock = _Clock()
     with _namespace_lock(ns):
@@ -596,7 +617,7 @@ def trace(
         try:
             monitor.wait_subscribed(READY_TIMEOUT)
             clock.lap("monitor")
-            ns.apply_nft(_table_payload(name, match))
+            ns.apply_nft(_table_payload(name, matches))
             _live_tables[name] = ns
             start = monitor.wait_for(rf"^add table ip {name}\b", READY_TIMEOUT)
             clock.lap("enable")
@@ -616,7 +637,7 @@ def trace(
     packets = parse_trace_lines(raw, name)
     _name_rules(ns, packets)
     clock.lap("collect")
-    return Trace(ns.name, match, packets, result, clock.total(), raw, clock.laps)
+    return Trace(ns.name, matches[0], packets, result, clock.total(), raw, clock.laps)
 
 
 class _Clock:

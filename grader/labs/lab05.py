@@ -36,7 +36,7 @@ from course.netfilter.model import PATH_TITLES, PathKind
 from grader import breakfix
 from grader.labs import Check, CheckContext, Lab
 from grader.labs.common import Failed, fail, judged, question
-from grader.tracing import trace_probe
+from grader.tracing import Probe, trace_probe, trace_probes
 from grader.verdict import Verdict
 
 CONNECT_TIMEOUT = 1.0
@@ -104,9 +104,18 @@ class Attempt:
 
 
 def connect(ctx: CheckContext, sender: str, dst: str, port: int) -> Attempt:
-    node, src = open_ns(ctx, NODE), open_ns(ctx, sender)
-    t = trace_probe(node, src, dst, port, connect=True, timeout=CONNECT_TIMEOUT)
-    return Attempt(sender, dst, port, t)
+    return connect_all(ctx, [(sender, dst, port)])[0]
+
+
+def connect_all(ctx: CheckContext, targets: list[tuple[str, str, int]]) -> list[Attempt]:
+    """Real TCP connections, one after the other, traced in node1 in one trace session."""
+    node = open_ns(ctx, NODE)
+    batch = [
+        Probe(open_ns(ctx, sender), dst, port, connect=True, timeout=CONNECT_TIMEOUT)
+        for sender, dst, port in targets
+    ]
+    traces = trace_probes(node, batch)
+    return [Attempt(s, d, p, t) for (s, d, p), t in zip(targets, traces, strict=True)]
 
 
 # --- question 1: predict the order, for three paths -----------------------------------------------
@@ -136,7 +145,7 @@ def traced_path(ctx: CheckContext, kind: str) -> tuple[list[tuple[str, str]], Tr
     """The order the kernel shows for a SYN on this path in the learner's node1 now."""
     sender, dst, port = PATH_PROBES[kind]
     try:
-        t = trace_probe(open_ns(ctx, NODE), open_ns(ctx, sender), dst, port, timeout=0.5)
+        t = trace_probe(open_ns(ctx, NODE), open_ns(ctx, sender), dst, port, connect=True)
     except Exception:  # the prediction is graded against the model; the trace only shows
         return path(kind), None  # type: ignore[arg-type]
     return (t.path() if t.packets else []), t
@@ -203,7 +212,7 @@ def check_counters(ctx: CheckContext) -> Verdict:
     """3 connections pod a -> pod b:8080; a rule in raw, mangle and nat PREROUTING counts them."""
     node = open_ns(ctx, NODE)
     before = prerouting_counts(node)
-    attempts = [connect(ctx, CLIENT, BACKEND_IP, WEB_PORT) for _ in range(COUNT_CONNECTIONS)]
+    attempts = connect_all(ctx, [(CLIENT, BACKEND_IP, WEB_PORT)] * COUNT_CONNECTIONS)
     after = prerouting_counts(node)
     sent = (
         f"{COUNT_CONNECTIONS} TCP connections from pod a to pod b ({BACKEND_IP}:{WEB_PORT}); "
@@ -379,9 +388,8 @@ def check_block(ctx: CheckContext) -> Verdict:
     """Pod c cannot reach 10.96.0.50:80 (dropped in filter FORWARD); pod a still can."""
     node = open_ns(ctx, NODE)
     before = filter_drops(node)
-    c = connect(ctx, BLOCKED, VIP, VIP_PORT)
+    c, a = connect_all(ctx, [(BLOCKED, VIP, VIP_PORT), (CLIENT, VIP, VIP_PORT)])
     after = filter_drops(node)
-    a = connect(ctx, CLIENT, VIP, VIP_PORT)
     if c.answered_by_web():
         summary, hint = _why_not_blocked(c, before, after)
         v = fail(summary, sent=c.sent, observed=f"{c.outcome()} In node1, {c.first_walk()}.",
@@ -425,9 +433,9 @@ def _blocked_in_forward(c: Attempt) -> bool:
 
 def service_works(ctx: CheckContext) -> Verdict:
     """Pod a and node1 get 'web' from 10.96.0.50:80; pod c is dropped in filter FORWARD."""
-    a = connect(ctx, CLIENT, VIP, VIP_PORT)
-    n = connect(ctx, NODE, VIP, VIP_PORT)
-    c = connect(ctx, BLOCKED, VIP, VIP_PORT)
+    a, n, c = connect_all(
+        ctx, [(CLIENT, VIP, VIP_PORT), (NODE, VIP, VIP_PORT), (BLOCKED, VIP, VIP_PORT)]
+    )
     problems: list[tuple[str, Attempt]] = []
     if not a.answered_by_web():
         problems.append(("pod a does not get 'web'", a))

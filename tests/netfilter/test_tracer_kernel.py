@@ -181,3 +181,15 @@ def test_k8snet_trace_command(cluster: Cluster, tmp_path) -> None:
     assert svg.read_text().startswith("<?xml")
     bad = CliRunner().invoke(app, ["trace", "t-netfilter", "node9", "--to", f"{b.ip}:1"])
     assert bad.exit_code == 2 and "roles:" in bad.output
+
+
+def test_several_probes_traced_at_once_are_told_apart(cluster: Cluster) -> None:
+    from grader.tracing import Probe, trace_probes
+
+    node, a, b = cluster.node(1), cluster.pod("a"), cluster.pod("b")
+    fwd, out = trace_probes(node.ns, [Probe(a.ns, b.ip, PORT), Probe(node.ns, b.ip, PORT)])
+    assert fwd.result.ok and out.result.ok
+    assert fwd.packets[0].chains() == path("forward")
+    assert out.packets[0].chains() == path("local-out")
+    assert all(a.ip in (p.first.src, p.first.dst) for p in fwd.packets)
+    assert all(node.ip in (p.first.src, p.first.dst) for p in out.packets)
