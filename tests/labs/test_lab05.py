@@ -61,9 +61,9 @@ def mutants(course: GradingCourse) -> dict[str, Any]:
         {
             # nat before mangle in PREROUTING
             "answer-q1": edit(
-                sol, "answer-q1", '"raw PREROUTING", "mangle PREROUTING", "nat PREROUTING",\n'
-                '    "mangle FORWARD"', '"raw PREROUTING", "nat PREROUTING", "mangle PREROUTING",'
-                '\n    "mangle FORWARD"',
+                sol, "answer-q1",
+                '"mangle PREROUTING",\n    "nat PREROUTING",\n    "mangle FORWARD"',
+                '"nat PREROUTING",\n    "mangle PREROUTING",\n    "mangle FORWARD"',
             ),
             # the counting rules in raw and mangle only (nat forgotten)
             "ex2-solution": edit(sol, "ex2-solution", "raw mangle nat", "raw mangle"),
