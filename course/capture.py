@@ -116,7 +116,7 @@ def capture_dir() -> Path:
     env = os.environ.get("K8SNET_CAPTURE_DIR")
     if env:
         return Path(env)
-    if "ipykernel" in os.environ.get("JPY_PARENT_PID", "") or _in_ipython():
+    if _in_ipython():
         return Path.cwd() / "captures"
     return Path("/tmp/k8s-netlabs/captures")
 

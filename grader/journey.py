@@ -165,14 +165,26 @@ class Match:
 
 
 def hops_of(rows: Sequence[Row], match: Match) -> list[Hop]:
-    """The matching rows as hops, with NAT rewrites noted between hops of the same leg."""
+    """The matching rows as hops, with NAT rewrites noted between hops of the same leg.
+
+    Each leg follows one packet: when a place sees the leg a second time (a retransmission,
+    the client kernel's RST after a hand-made SYN), the packet before it has ended.
+    """
     hops: list[Hop] = []
     last: dict[str, Hop] = {}
+    seen: dict[str, set[tuple[str, str]]] = {}
     t0: float | None = None
     for row in rows:
         leg = match.leg(row)
         if leg is None:
             continue
+        places = seen.setdefault(leg, set())
+        if (row.where, row.direction) in places:
+            seen[leg] = {("", "closed")} | places
+            continue
+        if ("", "closed") in places:
+            continue
+        places.add((row.where, row.direction))
         t0 = row.t if t0 is None else t0
         role, _, iface = row.where.partition("/")
         hop = Hop(

@@ -153,11 +153,18 @@ class Injected:
         return str(self)
 
 
-def inject(cluster: Any, catalogue: Catalogue, again: bool = False) -> Injected:
+def inject(
+    cluster: Any,
+    catalogue: Catalogue,
+    again: bool = False,
+    prepare: Callable[[], object] | None = None,
+) -> Injected:
     """Break a working lab with the learner's faults; once per run (re-running does nothing).
 
     Re-running the cell after a repair must not undo the learner's work, so the faults
     applied are recorded in the run record; `again=True` applies them once more.
+    `prepare()` runs just before the faults, and only then: it builds the known-good state
+    the faults break (run again later, it could repair some of them).
     """
     record = cluster.record
     who = identity(record)
@@ -166,6 +173,8 @@ def inject(cluster: Any, catalogue: Catalogue, again: bool = False) -> Injected:
     done: dict[str, list[str]] = getattr(record, "faults", None) or {}
     if catalogue.name in done and not again:
         return Injected(catalogue, faults, fresh=False)
+    if prepare is not None:
+        prepare()
     for fault in faults:
         fault.apply(cluster.namespaces)
     done[catalogue.name] = [f.id for f in faults]

@@ -625,6 +625,11 @@ LAB = Lab(
               check_not_ready),
         Check("ex5-affinity", "check-ex5-affinity", 3, "sessionAffinity ClientIP",
               check_affinity),
+        _answer("q4-capture", "check-q4", "question 4: who answers pod d", Q4),
+        Check("ex6-by-hand", "check-ex6-by-hand", 2, "a Service by hand, with iptables",
+              check_by_hand),
+        Check("ex7-breakfix", "check-ex7-breakfix", 3, "break/fix: a broken ClusterIP",
+              BREAKFIX),
     ),
     reference=("course.kubeproxy.Proxier", "course.kubeproxy.proxier"),
     reference_allowed=(

@@ -33,7 +33,26 @@ FULL = {
     "check-q3": 1,
     "check-ex4-not-ready": 3,
     "check-ex5-affinity": 3,
+    "check-q4": 1,
+    "check-ex6-by-hand": 2,
+    "check-ex7-breakfix": 3,
 }
+
+
+# Exercise 6 from Python instead of a %%ns cell: the check reads the kernel, so both count.
+ECHO_IN_PYTHON = """
+svc, sep = svc_chain("default/echo:http", "tcp"), sep_chain("default/echo:http", "tcp", "10.244.1.4:8080")
+node.ns.apply_iptables(
+    "*nat\\n"
+    f":{svc} - [0:0]\\n:{sep} - [0:0]\\n"
+    f"-A KUBE-SERVICES -p tcp -d 10.96.0.12/32 --dport 80 -j {svc}\\n"
+    f"-A {svc} -j {sep}\\n"
+    f"-A {sep} -s 10.244.1.4/32 -j KUBE-MARK-MASQ\\n"
+    f"-A {sep} -p tcp -j DNAT --to-destination 10.244.1.4:8080\\n"
+    "COMMIT\\n",
+    noflush=True,
+)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +81,10 @@ def test_solution_gets_full_marks(course: GradingCourse) -> None:
     assert "spreads new connections evenly" in result.cell_text("check-ex3-spread")
     assert "(10.244.1.3)" not in result.cell_text("check-ex4-not-ready")
     assert "KUBE-SVC-CDGGSHYLG3RE2FKL" in result.feedback_html
+    # the learner tools: journeys under the main checks, the shell exercise, break/fix repaired
+    assert "DNAT 10.96.0.10:80 -> 10.244.1." in result.cell_text("check-ex3-spread")
+    assert "DNAT 10.96.0.12:80 -> 10.244.1.4:8080" in result.cell_text("check-ex6-by-hand")
+    assert "repaired: 10.96.0.10:80 answers again" in result.cell_text("check-ex7-breakfix")
 
 
 def test_release_gets_zero(course: GradingCourse) -> None:
@@ -71,6 +94,9 @@ def test_release_gets_zero(course: GradingCourse) -> None:
     assert_caught(result, "check-ex3-spread", "no connection to 10.96.0.10:80 was translated")
     assert_caught(result, "check-ex5-affinity", "KUBE-SERVICES has no rule for 10.96.0.11:80")
     assert_caught(result, "check-q1", "no answer given")
+    assert_caught(result, "check-ex6-by-hand", "KUBE-SERVICES has no rule for 10.96.0.12:80")
+    assert_caught(result, "check-ex7-breakfix", "not repaired yet")
+    assert "Where it stops:" in result.cell_text("check-ex7-breakfix")  # the level-1 hint
 
 
 def test_every_rule_one_over_n_and_no_affinity(course: GradingCourse) -> None:
@@ -109,9 +135,13 @@ def test_cascade_without_final_rule(course: GradingCourse) -> None:
         {
             "ex3-solution": edit(course, "ex3-solution", line, "        if p:\n    " + line),
             "answer-q2": "q2 = 11",
+            "ex6-solution": ECHO_IN_PYTHON,  # the shell exercise done from Python: same marks
+            "answer-q4": 'q4 = "b"',
         }
     )
     result = course.grade("mutant-no-final-rule", nb)
+    assert result.cells["check-ex6-by-hand"].score == 2
+    assert_caught(result, "check-q4", "q4 = 'b'")
     assert_caught(result, "check-ex3-cascade", "has no final unconditional rule")
     assert_caught(result, "check-ex3-spread", "were not translated")
     assert_caught(result, "check-ex4-not-ready", "were not translated")
@@ -139,10 +169,12 @@ def test_dnat_to_the_service_port(course: GradingCourse) -> None:
                 "ex3-solution",
                 "-j DNAT --to-destination {ep}",
                 "-j DNAT --to-destination {ep.split(':')[0]}:{port.port}",
-            )
+            ),
+            "ex6-solution": edit(course, "ex6-solution", "10.244.1.4:8080", "10.244.1.4:80"),
         }
     )
     result = course.grade("mutant-port", nb)
+    assert_caught(result, "check-ex6-by-hand", "wrong target port, the pods serve 8080")
     assert_caught(result, "check-ex3-names", "wrong target port, the pods serve 8080")
     assert_caught(result, "check-ex3-spread", "DNATed to the wrong port, not the pods' 8080")
     assert result.cells["check-ex3-cascade"].score == 2

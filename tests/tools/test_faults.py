@@ -163,3 +163,16 @@ def test_jupyterhub_user_is_the_identity_nbgrader_will_use(monkeypatch):
     monkeypatch.delenv("K8SNET_LEARNER", raising=False)
     monkeypatch.setenv("JUPYTERHUB_USER", "alice")
     assert faults.identity(RunRecord("kt-hub", LAB, 1)) == "learner:alice"
+
+
+def test_prepare_runs_only_when_the_faults_are_injected(monkeypatch):
+    monkeypatch.delenv("K8SNET_LEARNER", raising=False)
+    calls = []
+    noop = replace(CATALOGUE.faults[0], apply=lambda roles: calls.append("fault"))
+    cat = Catalogue("t-prepare", (noop,), k=1)
+    with Cluster("t-faults-prepare", nodes=1, pod_network=None, underlay=False) as c:
+        first = inject(c, cat, prepare=lambda: calls.append("prepare"))
+        again = inject(c, cat, prepare=lambda: calls.append("prepare"))
+    assert calls == ["prepare", "fault"]
+    assert first.fresh and not again.fresh
+    assert "1 fault injected into your lab" in str(first)

@@ -114,3 +114,27 @@ def test_a_journey_costs_well_under_a_second(lab):
     followed = time.perf_counter() - t0
     print(f"probe {bare:.3f} s, with journey {followed:.3f} s (15 interfaces)")
     assert followed - bare < 1.0
+
+
+def test_each_leg_follows_one_packet():
+    """A second packet of the flow (here: the client's RST) does not extend the journey."""
+    from course.capture import Row
+
+    def row(t, where, direction, src, sport, dst, dport, flags="S"):
+        return Row(t, where, src, dst, "TCP", f"{sport} > {dport} [{flags}]",
+                   direction=direction, sport=sport, dport=dport)  # fmt: skip
+
+    rows = [
+        row(0.1, "d/eth0", "out", "10.244.1.5", 4000, "10.96.0.10", 80),
+        row(0.2, "node1/veth-d", "in", "10.244.1.5", 4000, "10.96.0.10", 80),
+        row(0.3, "node1/veth-a", "out", "10.244.1.5", 4000, "10.244.1.2", 8080),
+        row(0.4, "a/eth0", "out", "10.244.1.2", 8080, "10.244.1.5", 4000, "SA"),
+        row(0.5, "d/eth0", "out", "10.244.1.5", 4000, "10.96.0.10", 80, "R"),
+        row(0.6, "node1/veth-d", "in", "10.244.1.5", 4000, "10.96.0.10", 80, "R"),
+    ]
+    hops = journey.hops_of(rows, journey.Match("tcp", port=4000))
+    request = [h.where for h in hops if h.leg == "request"]
+    assert request == ["d/eth0", "node1/veth-d", "node1/veth-a"]
+    assert [h.rewrite for h in hops if h.rewrite] == [
+        "DNAT 10.96.0.10:80 -> 10.244.1.2:8080 in node1"
+    ]
