@@ -32,7 +32,7 @@ iptables syntax (it did on `icmp id` here). Our table touches none of the learne
 tables, goes away in one atomic delete, and the iptables text of every rule hit is looked
 up afterwards by its handle (`course.netfilter.iptables.iptables_text_by_handle`).
 
-Only one trace runs in a namespace at a time (a lock file per namespace), because every
+Only one trace runs in a namespace at a time (a lock on its /run/netns file), because every
 monitor in a namespace sees every traced packet there.
 """
 
@@ -57,7 +57,6 @@ from course.netfilter.iptables import iptables_text_by_handle
 from course.netfilter.model import HOOKS, PathKind
 
 TABLE_PREFIX = "k8snet_trace_"
-LOCK_DIR = Path("/run/k8s-netlabs/trace")
 READY_TIMEOUT = 3.0
 _counter = itertools.count(1)
 _live_tables: dict[str, Netns] = {}  # our tables not yet deleted (deleted again at exit)
@@ -539,8 +538,11 @@ def _table_payload(name: str, matches: Sequence[Match]) -> str:
 
 @contextlib.contextmanager
 def _namespace_lock(ns: Netns) -> Iterator[None]:
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    with open(LOCK_DIR / f"{ns.name}.lock", "w") as f:
+    """One trace at a time per namespace: a lock on the namespace's own /run/netns file.
+
+    (It goes away with the namespace, so no lock file is ever left behind.)
+    """
+    with open(ns.path, "rb") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
