@@ -140,10 +140,12 @@ class Probe:
 def trace_probes(at: Netns | str, batch: list[Probe], settle: float = 0.05) -> list[Trace]:
     """Send the probes of `batch` one after the other, all traced in one session in `at`.
 
-    The monitor and the trace table are set up once for all of them. (Sent from threads at
-    the same time they hang inside the grader's isolated verifier process, so they go one
-    by one.) Returns one Trace per probe, in order, each with only that probe's packets
-    and its Observation as `result`.
+    The monitor and the trace table are set up once for all of them. They go one by one:
+    sent from threads at once, Scapy probes in the grader's verifier ran over their budget
+    (there each probe child imports Scapy itself, 4-6 s on a busy machine, because
+    Python 3.11's forkserver ignores the verifier's sys.path when preloading). Returns one
+    Trace per probe, in order, each with only that probe's packets and its Observation as
+    `result`.
     """
     used: set[int] = set()
     for p in batch:  # two probes must never share a source port
