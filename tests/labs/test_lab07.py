@@ -99,9 +99,9 @@ def test_release_and_a_cheater_get_zero(course: GradingCourse) -> None:
 def test_mutants(course: GradingCourse) -> None:
     """No MASQUERADE rule, externalTrafficPolicy left Cluster, hairpin left off, a headless
     Service given a ClusterIP, three wrong predictions: each check meant for one of them
-    fails with its message; question 2 keeps its point (and break/fix, whose repair re-applies
-    the rules of exercise 1, fails with them)."""
-    masq = '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully\n'
+    fails with its message; question 2 and the break/fix repair (which writes the masquerade
+    chains again, correctly) keep their points."""
+    masq = '  $ipt -A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully\n'
     nb = course.mutant(
         {
             "ex1-solution": edit(course, "ex1-solution", masq, ""),
@@ -116,7 +116,7 @@ def test_mutants(course: GradingCourse) -> None:
         }
     )
     result = course.grade("mutants", nb)
-    assert_scores(result, {**{k: 0 for k in FULL}, "check-q2": 1})
+    assert_scores(result, {**{k: 0 for k in FULL}, "check-q2": 1, "check-ex5-breakfix": 3})
     assert_caught(result, "check-ex1-masquerade", "KUBE-POSTROUTING never masquerades")
     assert_caught(result, "check-ex1-masquerade", "got the SYN from 203.0.113.10")
     # without any MASQUERADE, a Cluster-policy node1 forwards unmasqueraded to node2
