@@ -51,6 +51,13 @@ def check(
     if not path.is_file():
         console.print(f"[red]no notebook at {path}[/]")
         raise typer.Exit(2)
+    if sandbox:
+        from grader.sandbox import unavailable_reason
+
+        why = unavailable_reason()
+        if why:
+            console.print(f"[red]cannot check in a sandbox: {escape(why)}[/]")
+            raise typer.Exit(2)
     console.print(f"running {path} (every cell, in order; checks judged outside the kernel)")
     outcomes = self_check(lab, path, sandbox=sandbox)
     for o in outcomes:

@@ -83,11 +83,20 @@ def unavailable_reason() -> str:
         return "bubblewrap is not installed (apt-get install bubblewrap)"
     if os.geteuid() != 0:
         return "grading must run as root (the labs build network namespaces)"
-    argv = [BWRAP, *_base_args(), "--", *LOCK, "/bin/true"]
+    # What every lab does first: a named namespace, then `ip -n` (which mounts a sysfs).
+    probe = "ip netns add k8snet-probe && ip -n k8snet-probe link set lo up"
+    argv = [BWRAP, *_base_args(), "--", *LOCK, "/bin/sh", "-c", probe]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bubblewrap could not start: {exc}"
+    if out.returncode != 0 and "mount of /sys failed" in out.stderr:
+        return (
+            "inside the sandbox `ip -n` cannot mount a sysfs: this container masks paths "
+            "under /sys (Docker does unless told not to). Run it privileged, or add "
+            "`security_opt: [systempaths=unconfined]` to the compose service (Compose v2; "
+            "`docker run --security-opt systempaths=unconfined`), or grade with --no-sandbox"
+        )
     if out.returncode != 0:
         return (
             f"bubblewrap refused to build a sandbox here: {out.stderr.strip()[:300]} "
