@@ -14,7 +14,6 @@ from grader.labs import CheckContext
 from grader.labs.lab01 import concurrently
 from grader.verdict import Verdict
 
-
 # Longer than lab 01's other probes: right after a repair, the node's ARP entry for the pod
 # may still be INCOMPLETE from the broken time, and the kernel retries ARP only once a second.
 PROBE_TIMEOUT = 1.5
@@ -43,7 +42,9 @@ def node_reaches_pods(ctx: CheckContext) -> Verdict:
             hint="",
         )
         return journey.attach(failed, bad[0][2])
-    done = Verdict.ok("node1 reaches pod-c and pod-d", sent=f"from node1: {sent}", observed=observed)
+    done = Verdict.ok(
+        "node1 reaches pod-c and pod-d", sent=f"from node1: {sent}", observed=observed
+    )
     return journey.attach(done, seen[-1][1])
 
 

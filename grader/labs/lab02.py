@@ -16,8 +16,10 @@ from typing import Any
 
 from course.addressing import node_ip, pod_gateway, pod_ip
 from course.kernel import Netns
+from grader import journey
 from grader.labs import Check, CheckContext, Lab
 from grader.labs.common import question
+from grader.labs.lab02_breakfix import CHECK as BREAKFIX
 from grader.probes import Frame, Observation, ping, sniff_while
 from grader.verdict import Verdict
 
@@ -264,9 +266,25 @@ def _generic(what: str, obs: Observation, expected: str, hint: str) -> Verdict:
     return Verdict.fail(what, sent=obs.sent, observed=obs.describe(), expected=expected, hint=hint)
 
 
+def with_journey(ctx: CheckContext, verdict: Verdict, index: int, src: str, dst: str) -> Verdict:
+    """The check's ping once more, followed hop by hop: the path as a reward, or where it stopped.
+
+    Shown after passing and failing verdicts alike; only node `index` and its pods are
+    listened on (the two nodes never talk). A journey that cannot be drawn (the namespaces
+    are gone) leaves the verdict as it was.
+    """
+    roles = [f"node{index}", *(f"node{index}-{p}" for p in PODS[index])]
+    try:
+        _, trip = journey.ping(ctx, src, dst, timeout=1.0, only=roles)
+    except Exception:
+        return verdict
+    return journey.attach(verdict, trip)
+
+
 def check_bridge_switched(ctx: CheckContext) -> Verdict:
     """Pod a to pod b on node1: a reply, the sender's own MAC and TTL at b, ARP for b itself."""
-    return _with_node(ctx, BRIDGE_NODE, _bridge_switched)
+    verdict = _with_node(ctx, BRIDGE_NODE, _bridge_switched)
+    return with_journey(ctx, verdict, BRIDGE_NODE, "node1-a", pod_ip(BRIDGE_NODE, 1))
 
 
 def _bridge_switched(node: NodeView) -> Verdict:
@@ -475,7 +493,8 @@ def wide_address(node: NodeView, obs: Observation, src: PodView, dst: PodView) -
 
 def check_routed_path(ctx: CheckContext) -> Verdict:
     """Pod c to pod d on node2: routed (node veth MAC, TTL - 1), ARP only for 169.254.1.1."""
-    return _with_node(ctx, ROUTED_NODE, _routed_path)
+    verdict = _with_node(ctx, ROUTED_NODE, _routed_path)
+    return with_journey(ctx, verdict, ROUTED_NODE, "node2-c", pod_ip(ROUTED_NODE, 1))
 
 
 def _routed_path(node: NodeView) -> Verdict:
@@ -625,6 +644,13 @@ Q4 = _question(
     "a dict {'bridge': ..., 'routed': ...} with values 'a', 'b' or 'c'",
 )
 
+Q5 = _question(
+    "q5",
+    {"ttl": 63, "src_mac": "ee:ee:ee:ee:ee:ee"},
+    "d's eth0 got TTL 63 (node2 routed it once) from ee:ee:ee:ee:ee:ee, the node's cali end.",
+    "a dict {'ttl': <number>, 'src_mac': '<MAC as tcpdump prints it>'} read from the capture",
+)
+
 
 LAB = Lab(
     id=LAB_ID,
@@ -684,6 +710,16 @@ LAB = Lab(
             answers=("q4",),
             needs_run=False,
         ),
+        Check(
+            "q5-capture",
+            "check-q5",
+            1,
+            "question 5: TTL and source MAC read from a capture",
+            Q5,
+            answers=("q5",),
+            needs_run=False,
+        ),
+        Check("breakfix", "check-breakfix", 3, "break/fix: both nodes repaired", BREAKFIX),
     ),
     reference=("course.podnet",),
     reference_allowed=(

@@ -13,7 +13,7 @@ routed path c -> d as the picture of a working lab.
 from __future__ import annotations
 
 from course import addressing
-from course.faults.lab02 import CATALOGUE, POD_IP, pod_role
+from course.faults.lab02 import CATALOGUE, NODE_OF, POD_IP, pod_role
 from grader import breakfix, journey, probes
 from grader.labs import CheckContext
 from grader.labs.lab01 import concurrently
@@ -40,13 +40,16 @@ def _answered(obs: probes.Observation) -> bool:
     return obs.ok and obs.reply is not None and obs.reply.src == obs.dst
 
 
+def _node_roles(role: str) -> list[str]:
+    """The namespaces of the node `role` belongs to: the only ones its packets can cross."""
+    node = role.split("-")[0]
+    return [node, *(pod_role(p) for p, n in NODE_OF.items() if n == node)]
+
+
 def pods_and_nodes_talk(ctx: CheckContext) -> Verdict:
     """Every path of PATHS answers; the verdict names the ones that do not."""
     seen = concurrently(
-        *(
-            lambda s=s, d=d: probes.ping(ctx.ns(s), d, timeout=PROBE_TIMEOUT)
-            for s, d, _ in PATHS
-        )
+        *(lambda s=s, d=d: probes.ping(ctx.ns(s), d, timeout=PROBE_TIMEOUT) for s, d, _ in PATHS)
     )
     bad = [(p, o) for p, o in zip(PATHS, seen, strict=True) if not _answered(o)]
     observed = (
@@ -55,7 +58,7 @@ def pods_and_nodes_talk(ctx: CheckContext) -> Verdict:
     sent = f"one ping on each of {len(PATHS)} paths: " + ", ".join(what for _, _, what in PATHS)
     if bad:
         (src, dst, _), _ = bad[0]
-        _, trip = journey.ping(ctx, src, dst, timeout=PROBE_TIMEOUT)
+        _, trip = journey.ping(ctx, src, dst, timeout=PROBE_TIMEOUT, only=_node_roles(src))
         failed = Verdict.fail(
             f"{len(bad)} of {len(PATHS)} paths fail: " + ", ".join(w for (_, _, w), _ in bad),
             sent=sent,
@@ -64,7 +67,9 @@ def pods_and_nodes_talk(ctx: CheckContext) -> Verdict:
             hint="",
         )
         return journey.attach(failed, trip)
-    _, trip = journey.ping(ctx, pod_role("c"), POD_IP["d"], timeout=PROBE_TIMEOUT)
+    _, trip = journey.ping(
+        ctx, pod_role("c"), POD_IP["d"], timeout=PROBE_TIMEOUT, only=_node_roles("node2")
+    )
     return journey.attach(
         Verdict.ok("every pod reaches its neighbour and its node", sent, observed), trip
     )

@@ -54,7 +54,7 @@ EXERCISES = {"check-ex1-switched": 3, "check-ex1-gateway": 2, "check-ex2-routed"
 def test_solution_gets_full_marks(course: GradingCourse) -> None:
     result = course.grade("solution", course.solution(), feedback=True)
     assert_full_marks(result)
-    assert result.max_score == 14
+    assert result.max_score == 18
     assert "TTL 63" in result.cell_text("check-ex2-routed")
     assert "TTL 64" in result.cell_text("check-ex1-switched")
     assert "is routed: d saw source MAC ee:ee:ee:ee:ee:ee" in result.feedback_html
@@ -66,6 +66,7 @@ def test_release_gets_zero(course: GradingCourse) -> None:
     assert_caught(result, "check-ex1-switched", "has no cable to node1")
     assert_caught(result, "check-ex2-routed", "has no cable to node2")
     assert_caught(result, "check-q1", "no answer given")
+    assert_caught(result, "check-breakfix", "never injected")
 
 
 def test_unplugged_port_and_proxy_arp_off(course: GradingCourse) -> None:
@@ -125,3 +126,38 @@ def test_pod_address_24_and_wrong_answers(course: GradingCourse) -> None:
     assert_caught(result, "check-ex2-routed", "ARPs for its peer 10.244.2.3 directly")
     assert_caught(result, "check-q1", "q1 = 'bridge'")
     assert result.cells["check-ex2-node"].score == 2
+
+
+SHELL_EX2 = """%%ns node2
+# Calico's routed mode with real commands, from node2 (pods reached with ip -n / netns).
+sysctl -qw net.ipv4.ip_forward=1
+for pod in c:10.244.2.2 d:10.244.2.3; do
+  name=${pod%%:*} ip=${pod#*:} ns=$RUN-node2-${pod%%:*} cali=cali-$name
+  ip link add $cali type veth peer name eth0 netns $ns
+  ip -n $ns addr add $ip/32 dev eth0
+  ip -n $ns link set eth0 up
+  ip -n $ns route add 169.254.1.1/32 dev eth0 scope link
+  ip -n $ns route add default via 169.254.1.1 dev eth0
+  ip link set $cali address ee:ee:ee:ee:ee:ee up
+  sysctl -qw net.ipv4.conf.$cali.proxy_arp=1 net.ipv4.neigh.$cali.proxy_delay=0
+  ip route add $ip/32 dev $cali scope link
+done
+"""
+
+
+def test_shell_cells_instead_of_python_and_an_unrepaired_break(course: GradingCourse) -> None:
+    """Exercise 2 done with `%%ns` commands earns the same points as the Python solution; the
+    break/fix left unrepaired gets zero with the first hint; a misread capture loses q5."""
+    nb = course.mutant(
+        {
+            "ex2-solution": SHELL_EX2,
+            "breakfix-solution": "pass  # not repaired",
+            "answer-q5": 'q5 = {"ttl": 64, "src_mac": "ee:ee:ee:ee:ee:ee"}',
+        }
+    )
+    result = course.grade("shell-unrepaired", nb)
+    assert_scores(result, {"check-ex2-routed": 3, "check-ex2-node": 2, "check-q5": 0})
+    assert "is routed: d saw source MAC ee:ee:ee:ee:ee:ee" in result.cell_text("check-ex2-routed")
+    assert_caught(result, "check-breakfix", "Where it stops:")
+    assert_caught(result, "check-breakfix", "paths fail")
+    assert_caught(result, "check-q5", "'ttl': 64")
