@@ -92,14 +92,16 @@ def _missing(chk: Check) -> Verdict:
 def reap_orphans(lab_id: str) -> list[str]:
     """Delete namespaces of `lab_id` runs whose owner (a kernel) has exited.
 
-    A killed kernel is a zombie until its new parent reaps it; it counts as exited.
+    A killed kernel is a zombie until its new parent reaps it; it counts as exited. A
+    detached run (`k8snet up`, for exploring with `k8snet shell`) outlives its owner on
+    purpose and is left alone: only `k8snet down` removes it.
     """
     from course.kernel import Netns
     from course.runs import load_runs, remove_state_dir
 
     removed = []
     for rec in load_runs():
-        if rec.lab == lab_id and not nbtools.process_alive(rec.pid):
+        if rec.lab == lab_id and not rec.detached and not nbtools.process_alive(rec.pid):
             for name in rec.namespaces:
                 Netns(name).delete()
                 removed.append(name)

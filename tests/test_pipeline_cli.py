@@ -83,3 +83,26 @@ def test_grade_goes_on_past_broken_and_hanging_submissions(tmp_path: Path) -> No
     assert "alice" in out.stdout and "3/3" in out.stdout
     # the killed kernel's namespaces were reaped
     assert not [r for r in load_runs() if r.lab == "00-fixture"]
+
+
+def test_check_leaves_a_detached_lab_alone(monkeypatch):
+    """`k8snet check` reaps runs of dead kernels, never a `k8snet up` lab being explored."""
+    import uuid
+
+    from course.kernel import list_netns
+    from course.topology import Cluster
+    from grader.grading import reap_orphans
+
+    lab = f"t-detached-{uuid.uuid4().hex[:6]}"
+    up = Cluster(lab, nodes=1, pod_network=None, underlay=False, detached=True).build()
+    dead = Cluster(lab, nodes=1, pod_network=None, underlay=False).build()
+    for rec in (up.record, dead.record):  # both owners gone, like `k8snet up` after it exits
+        rec.pid, rec.started = 2**22 + 1, None
+        rec.save()
+    try:
+        removed = reap_orphans(lab)
+        assert f"{dead.prefix}-node1" in removed
+        assert list_netns(up.prefix + "-") == [f"{up.prefix}-node1"]
+    finally:
+        up.destroy()
+        dead.destroy()
