@@ -214,6 +214,7 @@ def grade_in_scratch(
     )
     report = scratch / "k8snet-report.json"
     args = [f"--VerifyingExecute.report={report}", f"--VerifyingExecute.sandbox={sandbox}"]
+    args += ["--VerifyingExecute.sandbox_checked=True"]  # probed once by grade_submissions
     if verifier:
         args += [f"--VerifyingExecute.verifier_copy={verifier[0]}"]
         args += [f"--VerifyingExecute.verifier_digest={verifier[1]}"]
@@ -316,6 +317,12 @@ def grade_submissions(
     """Grade every submission of `lab_id`, `jobs` at a time; results in student order."""
     from grader import integrity as copies
 
+    if sandbox:
+        from grader.sandbox import SandboxUnavailable, unavailable_reason
+
+        why = unavailable_reason()
+        if why:
+            raise SandboxUnavailable(why)
     expected = nbgrader_schema()
     if (course / "gradebook.db").exists():
         check_schema(course / "gradebook.db", expected)
