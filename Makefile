@@ -31,8 +31,13 @@ $(BIN)/k8snet: pyproject.toml
 install: $(BIN)/k8snet
 
 # pytest exits 5 when it collected no test: that is not a failure of the suite itself.
+# Two pytest workers (pytest-xdist), one test file per worker at a time: the labs' notebook
+# round trips spend most of their time waiting on kernels and probes, so two of them overlap
+# well on a 2-core machine. TEST_JOBS=0 runs everything in one process.
+TEST_JOBS ?= 2
+
 test: install
-	$(BIN)/python -m pytest -q ; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile ; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 lint: install
 	$(BIN)/ruff check .
