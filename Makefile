@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: help system-deps install test test-fast lint labs bench test-docker clean-labs
+.PHONY: help system-deps install test test-fast lint labs bench test-docker class-image clean-labs
 
 help:
 	@echo "make system-deps  apt packages the labs need (Debian 12, as root)"
@@ -15,6 +15,7 @@ help:
 	@echo "make labs         regenerate labs/ (release) from solutions/ (source) with nbgrader"
 	@echo "make bench        run every benchmark and print its ratios"
 	@echo "make test-docker  build the image, start JupyterLab, smoke- and browser-test it"
+	@echo "make class-image  the image for a class: no solutions/, no tests/, no answer keys"
 	@echo "make clean-labs   remove every lab namespace left behind (k8snet down --all)"
 
 system-deps:
@@ -51,6 +52,11 @@ bench: install
 
 test-docker:
 	bash docker/smoke.sh
+
+# For a course that hands students the image (README, "For instructors"). Base image missing?
+# docker/seed-base-image.sh first.
+class-image:
+	docker build --target class -t k8s-netlabs:class .
 
 clean-labs: install
 	$(BIN)/k8snet down --all
