@@ -115,15 +115,26 @@ class Integrity:
     root: Path
     files: dict[str, str] = field(default_factory=dict)
     digest: str = ""
+    # (device, inode, size, mtime, ctime) of each file when its content was last verified.
+    # `utime()` can put an mtime back but sets ctime to "now"; only moving the system clock
+    # (CAP_SYS_TIME, which no sandboxed kernel has) could fake it. A file whose stat differs
+    # is hashed again; one whose stat is unchanged has the content it was verified with.
+    _verified: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     def changed(self) -> list[str]:
         """Files whose content differs from the manifest (missing files count as changed),
         and start-up hooks (`.pth`, `sitecustomize`) that appeared in site-packages since."""
-        changed = [
-            path
-            for path, want in self.files.items()
-            if not path.startswith(HOOK_MARK) and _sha256(Path(path)) != want
-        ]
+        changed = []
+        for path, want in self.files.items():
+            if path.startswith(HOOK_MARK):
+                continue
+            stamp = _stamp(path)
+            if stamp is not None and self._verified.get(path) == stamp:
+                continue
+            if _sha256(Path(path)) != want:
+                changed.append(path)
+            elif stamp is not None:
+                self._verified[path] = stamp
         known = {p for p in self.files if p.startswith(HOOK_MARK)}
         changed += [f"new start-up hook {h}" for h in startup_hooks() if HOOK_MARK + h not in known]
         return changed
@@ -134,11 +145,19 @@ class Integrity:
         data = (root / MANIFEST).read_bytes()
         if hashlib.sha256(data).hexdigest() != digest:
             raise IntegrityError(f"the manifest of {root} does not match its digest")
-        return cls(root, json.loads(data), digest)
+        return cls(root, json.loads(data), digest)  # first changed() hashes every file
 
 
 class IntegrityError(RuntimeError):
     """The verifier's copy, or a tool it uses, is not what it was when grading started."""
+
+
+def _stamp(path: str) -> tuple[int, ...] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _sha256(path: Path) -> str:
