@@ -5,7 +5,7 @@
 #    /workspace/labs, but only files that are not there yet. A learner's edited notebook is
 #    never overwritten, and labs added by a newer image appear on the next start. To get a
 #    pristine copy of a lab back, delete (or rename) it and restart the container.
-# 2. Remounts /proc/sys read-write and tries what every lab does first (a namespace, a sysctl
+# 2. Lifts Docker's masks over /proc and /sys, and tries what every lab does first (a namespace, a sysctl
 #    in it); if the engine did not grant enough, the log says so with the exact next command.
 # 3. `jupyter-lab` (the default command) starts JupyterLab on /workspace, opened on labs/,
 #    with token authentication: $JUPYTER_TOKEN if set, otherwise a fresh random token, which
@@ -33,17 +33,24 @@ seed_workspace() {
     fi
 }
 
-# Labs write sysctls under /proc/sys, which Docker mounts read-only in an unprivileged
-# container; docker-compose.yml asks for a remount (K8SNET_REMOUNT_PROC_SYS=1), which touches
-# only this container's mount namespace. A privileged container has it read-write already.
-remount_proc_sys() {
-    if ! grep -qE '^[^ ]+ [^ ]+ [^ ]+ [^ ]+ /proc/sys ro[, ]' /proc/self/mountinfo; then
-        return 0
-    fi
-    if [[ "${K8SNET_REMOUNT_PROC_SYS:-0}" == "1" ]] && mount -o remount,rw,bind /proc/sys 2>/dev/null; then
-        return 0
-    fi
-    return 1
+# Docker masks parts of /proc and /sys in an unprivileged container: /proc/sys read-only,
+# /dev/null over /proc/kcore and friends, an empty /sys/firmware. Labs write sysctls under
+# /proc/sys, and the grading sandbox (bubblewrap, in a user namespace) may mount a fresh sysfs
+# only where nothing is hidden. docker-compose.yml asks (K8SNET_UNMASK_SYSTEM_PATHS=1) to lift
+# the masks inside this container's own mount namespace: what `--security-opt
+# systempaths=unconfined` does, which only Compose v2 understands. A privileged container has
+# none. The cgroup mounts are Docker's view of the container's own cgroups: they stay.
+unmask_system_paths() {
+    [[ "${K8SNET_UNMASK_SYSTEM_PATHS:-0}" == "1" ]] || return 0
+    local mount_point
+    awk '$5 ~ /^\/(proc|sys)\// && $5 !~ /^\/sys\/fs\/cgroup/ {print $5}' /proc/self/mountinfo |
+        sort -r | while read -r mount_point; do
+        umount "$mount_point" 2>/dev/null || true
+    done
+}
+
+proc_sys_writable() {
+    ! grep -qE '^[^ ]+ [^ ]+ [^ ]+ [^ ]+ /proc/sys ro[, ]' /proc/self/mountinfo
 }
 
 # What every lab does first: a named namespace and a sysctl inside it. ~30 ms. When the
@@ -52,7 +59,7 @@ remount_proc_sys() {
 check_lab_powers() {
     [[ "${K8SNET_SELFTEST:-1}" == "1" ]] || return 0
     local ns="k8snet-selftest-$$" err=""
-    remount_proc_sys || err="/proc/sys is read-only"
+    proc_sys_writable || err="/proc/sys is read-only"
     if [[ -z "$err" ]]; then
         if err=$(ip netns add "$ns" 2>&1); then
             err=$(ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1 2>&1) || true
@@ -125,6 +132,7 @@ BANNER
 
 main() {
     seed_workspace
+    unmask_system_paths
     check_lab_powers
     if [[ $# -eq 0 || "$1" == "jupyter-lab" ]]; then
         shift || true

@@ -288,6 +288,10 @@ check_tools() {
     in_lab bash -c 'ip netns add knl-smoke && ip netns exec knl-smoke sysctl -qw \
         net.ipv4.ip_forward=1 && ip netns del knl-smoke' || die "netns + sysctl failed"
     passed "ip netns add/exec and a sysctl inside the container"
+    # The grading sandbox (bubblewrap) mounts a fresh sysfs: only where Docker's masks are lifted.
+    in_lab python -c 'import sys; from grader.sandbox import unavailable_reason as why
+r = why(); print(r); sys.exit(bool(r))' || die "k8snet grade's sandbox cannot run in the container"
+    passed "the grading sandbox (bubblewrap) runs inside the container"
     # JupyterLab's terminal runs `bash -l`; Debian's /etc/profile resets PATH there.
     # shellcheck disable=SC2016 # expanded by the container's login shell
     in_lab bash -lc 'for t in k8snet ip birdc iptables tcpdump jupyter pytest; do
@@ -376,7 +380,7 @@ check_class_image() {
     passed "class image: no solutions/, no tests/, no answer key in grader/labs"
     [[ -d "solutions/$lab" ]] || return 0
     # The solution, brought in from outside: exercises full marks, questions not judged.
-    docker run --rm --cap-add NET_ADMIN --cap-add SYS_ADMIN -e K8SNET_REMOUNT_PROC_SYS=1 \
+    docker run --rm --cap-add NET_ADMIN --cap-add SYS_ADMIN -e K8SNET_UNMASK_SYSTEM_PATHS=1 \
         -v "$PWD/solutions/$lab:/solution:ro" "$CLASS_IMAGE" \
         k8snet check "$lab" "/solution/$lab.ipynb" >"$LOG_DIR/class-check.log" 2>&1 && rc=0 || rc=$?
     tail -1 "$LOG_DIR/class-check.log"

@@ -110,7 +110,7 @@ def test_least_privilege_by_default() -> None:
     assert "ALL" not in service["cap_add"]
     for opt in ("apparmor=unconfined", "seccomp=unconfined", "label=disable"):
         assert opt in service["security_opt"]
-    assert service["environment"]["K8SNET_REMOUNT_PROC_SYS"] == "1"
+    assert service["environment"]["K8SNET_UNMASK_SYSTEM_PATHS"] == "1"
     text = COMPOSE.read_text()
     for reason in ("ip netns", "/proc/sys", "127.0.0.1", "unable to apply caps"):
         assert reason in text, f"the comment should say why ({reason})"
