@@ -93,16 +93,16 @@ def unavailable_reason() -> str:
     if out.returncode != 0 and "mount of /sys failed" in out.stderr:
         return (
             "inside the sandbox `ip -n` cannot mount a sysfs: this container masks paths "
-            "under /sys (Docker does unless told not to). Run it privileged, or add "
-            "`security_opt: [systempaths=unconfined]` to the compose service (Compose v2; "
-            "`docker run --security-opt systempaths=unconfined`), or grade with --no-sandbox"
+            "under /sys (Docker does unless told not to). Start it with the project's "
+            "docker-compose.yml (its entrypoint lifts the masks: K8SNET_UNMASK_SYSTEM_PATHS=1), "
+            "or `docker run --security-opt systempaths=unconfined`, or grade with --no-sandbox"
         )
     if out.returncode != 0:
         return (
             f"bubblewrap refused to build a sandbox here: {out.stderr.strip()[:300]} "
-            "(in Docker, run the privileged service or docker/compose.restricted.yml, which "
-            "grant CAP_SYS_ADMIN with seccomp and AppArmor unconfined; user namespaces must "
-            "be enabled: sysctl user.max_user_namespaces > 0)"
+            "(in Docker, use the project's docker-compose.yml, which grants CAP_SYS_ADMIN "
+            "with seccomp and AppArmor unconfined, or docker/compose.privileged.yml; user "
+            "namespaces must be enabled: sysctl user.max_user_namespaces > 0)"
         )
     return ""
 
