@@ -470,15 +470,15 @@ class Capture:
     def _merged(self) -> Path | None:
         if len(self.taps) == 1:
             return self.taps[0].path
+        first = self.taps[0].path
+        packets = [row.packet for row in self.rows if row.packet is not None]
+        if not packets:  # rows read elsewhere (journeys): no Scapy import here, no merged file
+            return first
         from scapy.utils import wrpcap
 
-        first = self.taps[0].path
         merged = first.with_name(first.name.split("-", 1)[0] + "-merged.pcap")
-        packets = [row.packet for row in self.rows if row.packet is not None]
-        if packets:
-            wrpcap(str(merged), packets)
-            return merged
-        return first
+        wrpcap(str(merged), packets)
+        return merged
 
     def __enter__(self) -> Capture:
         return self

@@ -344,14 +344,14 @@ def follow(
         tap.mac = mac
     cap = Capture(taps, noise=False, reader=_child_reader)
     with contextlib.ExitStack() as stack:
+        for tap in taps:  # the pcaps are read once and never kept, even when the probe fails
+            stack.callback(tap.path.unlink, missing_ok=True)
         if taps:
             cap.start(count=2000)
             stack.callback(cap.stop_taps)
         obs = probe()
         if taps:
             cap.stop()
-    for tap in taps:
-        tap.path.unlink(missing_ok=True)
     directions(cap.rows, scope.peers)
     rows = sorted(cap.rows, key=lambda row: (row.t, _rank(row, scope.bridges)))
     return obs, build(obs, rows, match, scope)
