@@ -19,6 +19,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from course.cni.learner import PLUGIN_NAME, reservations
@@ -35,12 +36,14 @@ from course.cni.runtime import (
 )
 from course.faults.lab04 import CATALOGUE, NETWORK, OUTSIDE, PODS, leaked
 from course.kernel import Netns
+from course.kernel import netns as netns_module
 from grader import breakfix, journey
 from grader.labs import Check, CheckContext, Lab
 from grader.labs.common import Failed, fail, judged, question
 from grader.verdict import Verdict
 
 LAB_ID = "04-cni-plugin"
+NETNS_DIR_DEFAULT = Path("/run/netns")
 GATEWAY = "10.244.1.1"
 CALL_TIMEOUT = 5.0
 LEAK_RANGE = ("10.244.1.240", "10.244.1.242")  # three addresses
@@ -90,6 +93,17 @@ class Bench:
 
 @contextmanager
 def bench(ctx: CheckContext) -> Iterator[Bench]:
+    if NETNS_DIR_DEFAULT != netns_module.NETNS_DIR:
+        # In `k8snet grade`'s sandbox the verifier reaches the submission through
+        # /proc/<kernel>/root: it could not mount the bench's namespaces there, and it must
+        # not run the learner's plugin file outside the sandbox (that is learner code).
+        raise fail(
+            "lab 04's plugin checks do not run in the grading sandbox yet",
+            sent="looked where the submission's namespaces live",
+            observed=f"a sandboxed run ({netns_module.NETNS_DIR})",
+            expected="an unsandboxed grading run (nbgrader autograde, k8snet check)",
+            hint="instructors: grade lab 04 without --sandbox, in a throwaway VM or container",
+        )
     plugin = run_state(ctx.prefix) / "bin" / PLUGIN_NAME
     if not plugin.is_file():
         raise fail(
@@ -632,4 +646,8 @@ LAB = Lab(
         Check("breakfix", "check-breakfix", 2, "break/fix: the mystery plugin",
               breakfix.check(CATALOGUE, mystery_probe)),
     ),
+    # the plugin must be the learner's: calling the course's plugin (course.cni.bridge,
+    # skel, netlink, ...) from an exercise scores zero; the workbench helpers are allowed
+    reference=("course.cni",),
+    reference_allowed=("course.cni.learner",),
 )

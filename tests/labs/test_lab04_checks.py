@@ -178,3 +178,33 @@ def test_checks_leave_no_bench_behind(lab: CniLab) -> None:
 
     assert not [n for n in list_netns(lab.cluster.prefix) if "-chk" in n]
     assert not list(Path(lab.base).glob("chk*"))
+
+
+def test_calling_the_course_plugin_is_flagged_statically() -> None:
+    """Exercise code that hands ADD to course.cni.bridge earns nothing (grader.executor)."""
+    import nbformat
+
+    from grader.executor import reference_calls
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert reference_calls(nb.cells, LAB) == {}  # the solution uses only the workbench
+    cell = next(c for c in nb.cells if c.get("id") == "ex2-solution")
+    cell.source = (
+        "from course.cni import bridge, skel\n\n\ndef cmd_add(conf, stdin):\n"
+        "    return bridge.cmd_add(skel.parse_call(dict(os.environ), stdin))\n"
+    )
+    flagged = reference_calls(nb.cells, LAB)
+    assert "check-ex2" in flagged and any("course.cni.bridge" in u for u in flagged["check-ex2"])
+
+
+def test_plugin_checks_refuse_to_run_learner_code_outside_a_sandbox(
+    lab: CniLab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Graded in `k8snet grade`'s sandbox, the plugin checks say so instead of running the
+    learner's file on the grading side (where it would run outside the sandbox)."""
+    from course.kernel import netns
+
+    monkeypatch.setattr(netns, "NETNS_DIR", Path("/proc/1/root/run/netns"))
+    c = lab.cluster
+    ctx = CheckContext(LAB_ID, c.prefix, tuple(c.record.namespaces), {})
+    caught(LAB.check("ex2-add").run(ctx), "do not run in the grading sandbox")
