@@ -2,12 +2,15 @@
 
 A check is easiest to read as a chain of small inspections, each of which either passes or
 stops the check with a complete failed verdict: `raise fail(...)` inside a function wrapped
-with `@judged`. Predict-then-observe questions are judged by `question(...)`.
+with `@judged`. Predict-then-observe questions are judged by `question(...)`; each wrong
+option carries the explanation of the misconception behind it (`why`), which a wrong answer
+gets back instead of only the list of options.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from grader.labs import CheckContext
 from grader.verdict import Verdict
@@ -21,8 +24,18 @@ class Failed(Exception):
         self.verdict = verdict
 
 
-def fail(summary: str, *, sent: str, observed: str, expected: str, hint: str) -> Failed:
-    return Failed(Verdict.fail(summary, sent=sent, observed=observed, expected=expected, hint=hint))
+def fail(
+    summary: str,
+    *,
+    sent: str,
+    observed: str,
+    expected: str,
+    hint: str,
+    details: list[str] | None = None,
+) -> Failed:
+    verdict = Verdict.fail(summary, sent=sent, observed=observed, expected=expected, hint=hint)
+    verdict.details = list(details or [])
+    return Failed(verdict)
 
 
 def judged(check: Callable[[CheckContext], Verdict]) -> Callable[[CheckContext], Verdict]:
@@ -47,24 +60,61 @@ def question(
     *,
     evidence: str = "the kernel shows",
     hint: str = "run the observation cells after the question and compare",
+    why: Mapping[Any, Any] | None = None,
+    why_other: str = "",
 ) -> Callable[[CheckContext], Verdict]:
     """A predict-then-observe answer: right only if it equals `right` and has its type.
 
     The answer was read from the notebook's source as a plain literal (never from the
     learner's kernel), so an object that claims to equal everything cannot get here.
+
+    `why` maps each wrong option to the misconception behind it; for an answer that is a
+    dict (one choice per mode), it maps each key to such a mapping. A wrong answer gets the
+    explanation for exactly what it chose (`why_other` for anything else), and not the right
+    option: the observation cells show that, and the learner may still change the answer.
     """
 
     def judge(ctx: CheckContext) -> Verdict:
         answer = ctx.answers.get(name)
         if answer == right and type(answer) is type(right):
             return Verdict.ok(f"{name}: right. {explain}")
-        return Verdict.fail(
+        verdict = Verdict.fail(
             f"{name}: not what {evidence}",
             sent=f"read your answer {name} from the notebook",
             observed=f"{name} = {answer!r}",
             expected=options,
             hint=hint,
         )
+        verdict.details = misconceptions(answer, right, why or {}, why_other)
+        return verdict
 
     judge.__name__ = f"check_{name}"
     return judge
+
+
+def misconceptions(
+    answer: object, right: object, why: Mapping[Any, Any], why_other: str = ""
+) -> list[str]:
+    """What is wrong with each wrong part of `answer`, as lines for the verdict's details."""
+    if isinstance(right, dict):
+        if not isinstance(answer, dict):
+            return []
+        lines = []
+        for key, want in right.items():
+            got = answer.get(key)
+            if got != want:
+                text = _lookup(why.get(key, {}), got) or why_other
+                lines.append(f"{key} = {got!r}: {text}" if text else f"{key} = {got!r} is not it")
+        return lines
+    text = _lookup(why, answer) or why_other
+    return [f"why not {answer!r}: {text}"] if text else []
+
+
+def _lookup(why: Mapping[Any, Any], answer: object) -> str:
+    """The explanation for `answer`, matching a string answer without case or spaces."""
+    if isinstance(answer, str):
+        answer = answer.strip().lower()
+    try:
+        return str(why.get(answer, ""))
+    except TypeError:  # an unhashable answer (a list) matches no option
+        return ""

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from course.kernel import Netns
 from grader import probes
 from grader.labs import Check, CheckContext, Lab
-from grader.labs.common import Failed, fail, judged
+from grader.labs.common import Failed, fail, judged, misconceptions
 from grader.verdict import Verdict
 
 LAB_ID = "01-netns-veth"
@@ -294,6 +294,13 @@ def _routes_to(node: Netns, role: str, host_end: str) -> None:
 
 # --- question 1: what is left after deleting one end of a veth? --------------------------------------
 Q1_RIGHT = "b"
+Q1_WHY = {
+    "a": "a veth pair is not two cards joined by a cable that can hang loose: it is one "
+    "kernel device with two ends, and deleting either end unregisters both at once. "
+    "(A physical NIC would stay and lose carrier; a veth end cannot outlive its peer.)",
+    "c": "10.244.1.3 lived on pod-b's end, which is gone; and pod-a's end goes with it, so "
+    "pod-a has no interface left that leads anywhere, UP or not.",
+}
 
 
 @judged
@@ -307,6 +314,7 @@ def q1_delete_one_end(ctx: CheckContext) -> Verdict:
             observed=f"q1 = {answer!r}",
             expected="the option matching what the observe cell shows",
             hint="a veth pair is one device with two ends: look at pod-a's links after the delete",
+            details=misconceptions(answer, Q1_RIGHT, Q1_WHY),
         )
     a = netns(ctx, "pod-a", "exercise 1")
     left = [e["name"] for e in a.links() if e["name"] == "eth0"]
@@ -323,6 +331,15 @@ def q1_delete_one_end(ctx: CheckContext) -> Verdict:
 
 # --- question 2: two pods on one node, each on its own cable ----------------------------------------
 Q2_RIGHT = "b"
+Q2_WHY = {
+    "a": "same subnet only tells pod-c to ask ARP for 10.244.1.5 on its own cable; that "
+    "cable ends at node1's veth-c, and node1 neither passes ARP between veths (there is no "
+    "bridge) nor answers for an address that is not its own (proxy ARP is off). No ARP "
+    "answer, so no IP packet ever reaches node1's routes.",
+    "c": "learning MAC addresses is what a switch (a bridge) does; node1 has none here: "
+    "veth-c and veth-d are two separate interfaces, and nothing forwards frames between "
+    "them, however long you wait.",
+}
 
 
 @judged
@@ -340,6 +357,7 @@ def q2_same_subnet(ctx: CheckContext) -> Verdict:
         observed=f"q2 = {answer!r}. The wire: {obs.describe()}",
         expected="the option matching what the observe cell shows",
         hint="look at pod-c's `ip neigh` after the ping: who could answer its ARP?",
+        details=misconceptions(answer, Q2_RIGHT, Q2_WHY),
     )
 
 

@@ -607,7 +607,9 @@ def _routed_node_problem(node: NodeView, pod: PodView, obs: Observation) -> Verd
 
 
 # --- predict, then observe ------------------------------------------------------------------------------
-def _question(name: str, right: object, explain: str, options: str) -> Callable[..., Verdict]:
+def _question(
+    name: str, right: object, explain: str, options: str, why: dict[str, dict[str, str]] | None
+) -> Callable[..., Verdict]:
     """Lab 02's questions are all answered by comparing what the two nodes put on the wire."""
     return question(
         name,
@@ -616,6 +618,7 @@ def _question(name: str, right: object, explain: str, options: str) -> Callable[
         options,
         evidence="the packets show",
         hint="run the observation cells below the question and compare both nodes",
+        why=why,
     )
 
 
@@ -624,24 +627,74 @@ Q1 = _question(
     "routed",
     "Only a router decrements the TTL; a bridge passes frames on untouched.",
     "one of 'bridge', 'routed', 'both', 'neither'",
+    {
+        "bridge": "a bridge is a switch: it forwards Ethernet frames and never looks inside "
+        "the IP header, so b receives TTL 64. cni0's address matters only for traffic that "
+        "leaves the /24.",
+        "both": "only a hop that routes (IP forwarding in a kernel) decrements the TTL; the "
+        "bridge on node1 switches a's frame to b without routing it, so b sees TTL 64.",
+        "neither": "in routed mode node2's kernel receives c's packet on one cali interface "
+        "and forwards it out of another: that is a router hop, and every router hop takes one "
+        "off the TTL (64 -> 63).",
+    },
 )
 Q2 = _question(
     "q2",
     {"bridge": "sender", "routed": "node"},
     "A switched frame keeps the sender's MAC; a routed packet is re-framed by the node's veth.",
     "a dict {'bridge': ..., 'routed': ...} with values 'sender' or 'node'",
+    {
+        "bridge": {
+            "node": "a bridge forwards the very frame pod a sent, Ethernet header included, so "
+            "the source MAC is a's eth0; the node's MAC appears only when the node routes."
+        },
+        "routed": {
+            "sender": "routing ends the frame at the node: node2 takes the IP packet out of "
+            "c's frame and sends it in a new one from d's cali end (ee:ee:ee:ee:ee:ee), so d "
+            "never sees c's MAC."
+        },
+    },
 )
 Q3 = _question(
     "q3",
     {"bridge": "a", "routed": "b"},
     "cni0's address gives the node one connected /24; Calico adds one /32 per pod instead.",
     "a dict {'bridge': ..., 'routed': ...} with values 'a', 'b' or 'c'",
+    {
+        "bridge": {
+            "b": "per-pod /32 routes are what a routed node needs because it has no shared "
+            "segment; with a bridge, 10.244.N.1/24 on cni0 gives the node one connected route "
+            "for the whole /24, and the bridge finds each pod by MAC.",
+            "c": "169.254.1.1 is the gateway a *pod* uses in Calico mode; no node route goes "
+            "through it, and bridge mode does not use it at all.",
+        },
+        "routed": {
+            "a": "in routed mode there is no cni0 and the cali ends have no address, so the "
+            "kernel adds no connected /24: the node knows each pod only from its /32 route.",
+            "c": "that is the pod's view (its default route via 169.254.1.1); the node is the "
+            "one answering for 169.254.1.1, and it routes each pod IP to its cali interface.",
+        },
+    },
 )
 Q4 = _question(
     "q4",
     {"bridge": "a", "routed": "b"},
     "Only a bridge learns MACs; routed mode has no forwarding database to fill.",
     "a dict {'bridge': ..., 'routed': ...} with values 'a', 'b' or 'c'",
+    {
+        "bridge": {
+            "b": "a bridge learns the source MAC of every frame it forwards, so after a and b "
+            "talked, each pod's MAC is listed on its veth port (dev vethXXXX master cni0).",
+            "c": "ee:ee:ee:ee:ee:ee is the MAC Calico gives the node's cali ends; in bridge "
+            "mode the pods keep their own MACs and cni0 learns those.",
+        },
+        "routed": {
+            "a": "there is no bridge in routed mode, so nothing learns MACs: `bridge fdb show` "
+            "lists only each interface's own permanent multicast entries.",
+            "c": "proxy ARP writes no FDB entry: the node answers ARP from its routing table, "
+            "and ee:ee:ee:ee:ee:ee is the node's own MAC, never a learned one.",
+        },
+    },
 )
 
 Q5 = _question(

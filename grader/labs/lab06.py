@@ -466,6 +466,10 @@ def check_affinity(ctx: CheckContext) -> Verdict:
 
 
 # --- predict, then observe ----------------------------------------------------------------------
+_FIRST_ONLY = (
+    "Only the first packet of a connection walks the nat table; conntrack applies the DNAT "
+    "it chose to every later packet (and un-DNATs the replies) without the rules"
+)
 Q1 = question(
     "q1",
     "b",
@@ -473,6 +477,15 @@ Q1 = question(
     "back with 11 decimals: 0.33333333349.",
     "one of 'a', 'b', 'c', 'd'",
     evidence="the kernel shows",
+    why={
+        "a": "the kernel does not keep the text kube-proxy wrote: the statistic match stores "
+        "an integer threshold out of 2^31 (here 715827883), and iptables prints that threshold "
+        "back as a fraction of 2^31.",
+        "c": "eleven decimals, yes, but of the stored threshold, not of 1/3: 0.3333333333 "
+        "times 2^31 is rounded to 715827883, and 715827883 / 2^31 = 0.33333333349.",
+        "d": "iptables prints the probability with eleven decimals, not six (six is printf's "
+        "%f default, not what iptables uses).",
+    },
 )
 Q2 = question(
     "q2",
@@ -481,6 +494,14 @@ Q2 = question(
     "DNAT to every later packet (and un-DNATs the replies).",
     "a whole number of packets, such as 1 or 10",
     evidence="the kernel shows",
+    why={
+        0: "the SYN, the first packet of the connection, does walk the nat table: it is the "
+        "packet for which the KUBE-SVC rules pick an endpoint.",
+        10: f"{_FIRST_ONLY}, so the ten lines add nothing.",
+        11: f"{_FIRST_ONLY}: the SYN is counted, the ten lines are not.",
+        **dict.fromkeys((20, 21, 22), f"replies never pass these rules either. {_FIRST_ONLY}."),
+    },
+    why_other=f"{_FIRST_ONLY}: count the packets that can be the first of a connection.",
 )
 Q3 = question(
     "q3",
@@ -489,6 +510,13 @@ Q3 = question(
     "updated rules.",
     "one of 'a', 'b', 'c'",
     evidence="the kernel shows",
+    why={
+        "b": "a resync rewrites rules; it does not touch conntrack and sends nothing to "
+        "anyone, so no RST comes. (kube-proxy clears conntrack entries of removed endpoints "
+        "for UDP Services only.)",
+        "c": "only a connection's first packet walks the nat table; its later packets follow "
+        "the conntrack entry, which still says pod b, whatever the new rules say.",
+    },
 )
 
 

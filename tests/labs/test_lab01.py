@@ -162,6 +162,7 @@ def test_loopback_down_no_route_and_wrong_answer(course: GradingCourse) -> None:
     assert_caught(result, "check-ex1", "pod-a's lo is DOWN")
     assert_caught(result, "check-ex4", "node1 does not route 10.244.1.4 to pod-c's veth")
     assert_caught(result, "check-q1", "q1: that is not what the kernel does")
+    assert_caught(result, "check-q1", "why not 'a': a veth pair is not two cards")
     feedback = " ".join(html.unescape(result.feedback_html).split())
     assert "[FAIL] pod-a's lo is DOWN" in feedback
     assert "hint: pod_a.up('lo')" in feedback

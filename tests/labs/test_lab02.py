@@ -125,6 +125,8 @@ def test_pod_address_24_and_wrong_answers(course: GradingCourse) -> None:
     assert_scores(result, {**EXERCISES, "check-ex2-routed": 0, "check-q1": 0, "check-q3": 0})
     assert_caught(result, "check-ex2-routed", "ARPs for its peer 10.244.2.3 directly")
     assert_caught(result, "check-q1", "q1 = 'bridge'")
+    assert_caught(result, "check-q1", "why not 'bridge': a bridge is a switch")
+    assert_caught(result, "check-q3", "bridge = 'b': per-pod /32 routes")
     assert result.cells["check-ex2-node"].score == 2
 
 

@@ -125,6 +125,7 @@ def test_every_rule_one_over_n_and_no_affinity(course: GradingCourse) -> None:
     assert_caught(result, "check-ex3-spread", "traffic is skewed towards the last endpoint (c)")
     assert_caught(result, "check-ex5-affinity", "does not look up the client's last endpoint")
     assert_caught(result, "check-q1", "q1 = 'a'")
+    assert_caught(result, "check-q1", "why not 'a': the kernel does not keep the text")
 
 
 def test_cascade_without_final_rule(course: GradingCourse) -> None:
@@ -146,6 +147,7 @@ def test_cascade_without_final_rule(course: GradingCourse) -> None:
     assert_caught(result, "check-ex3-spread", "were not translated")
     assert_caught(result, "check-ex4-not-ready", "were not translated")
     assert_caught(result, "check-q2", "q2 = 11")
+    assert_caught(result, "check-q2", "the SYN is counted, the ten lines are not")
     assert result.cells["check-ex5-affinity"].score == 3
 
 
@@ -193,6 +195,7 @@ def test_not_ready_pod_without_resync(course: GradingCourse) -> None:
         result, "check-ex4-not-ready", "a pod that is not ready still receives new connections"
     )
     assert_caught(result, "check-q3", "q3 = 'c'")
+    assert_caught(result, "check-q3", "its later packets follow the conntrack entry")
 
 
 def test_ready_endpoints_ignoring_readiness(course: GradingCourse) -> None:
