@@ -52,6 +52,9 @@ from course.runs import PREFIX, RunRecord, load_runs, remove_state_dir
 from course.topology import Cluster
 
 DEFAULT_TIMEOUT = 30.0
+# What nbgrader leaves in a released solution cell; in a %%ns cell bash would only say
+# "syntax error near unexpected token", so the magic says what it means instead.
+NBGRADER_STUB = "raise NotImplementedError()"
 
 _RUNS: dict[str, Cluster] = {}  # this kernel's run of each lab
 _current: Cluster | None = None
@@ -299,6 +302,11 @@ def ns_magic(line: str, cell: str) -> None:
         name, record = namespace_of(args.role)
     except (NoRun, UnknownRole) as exc:
         raise UsageError(str(exc)) from None
+    if NBGRADER_STUB in cell.splitlines():  # a released exercise cell, not written yet
+        raise ShellCellFailed(
+            f"{args.role}: this exercise cell still holds its placeholder; "
+            "replace it with your commands (keep the %%ns line)"
+        )
     status = run_script(
         name, cell, record, args.role, args.timeout, _writer(sys.stdout), _writer(sys.stderr)
     )

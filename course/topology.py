@@ -208,7 +208,8 @@ class Cluster:
                 self.record.save()
         old = self.namespaces.pop(role, None)
         if old is not None:
-            old.delete_links()  # now, so its veths' other ends are gone before we re-cable
+            if old.exists():  # (the learner may have deleted it already: scratch.delete())
+                old.delete_links()  # now, so its veths' other ends are gone before we re-cable
             old.delete()  # also closes the old object's netlink socket, which pins it
         ns = Netns.create(name, replace=True)
         self.namespaces[role] = ns

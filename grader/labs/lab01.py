@@ -9,6 +9,9 @@ expected, and a hint, in that order.
 Roles and addresses (the lab's addressing plan; node 1 owns 10.244.1.0/24):
     pod-a 10.244.1.2, pod-b 10.244.1.3  -- cabled to each other (exercise 2)
     pod-c 10.244.1.4, pod-d 10.244.1.5  -- cabled to node1, Kubernetes style (exercise 4)
+
+Hints speak the learner's language: the notebook's variable for each namespace (`node`,
+`pod_a`, ...) for the Python exercises, and the `ip` command for a `%%ns` cell.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from course.kernel import Netns
-from grader import probes
+from grader import journey, probes
 from grader.labs import Check, CheckContext, Lab
-from grader.labs.common import Failed, fail, judged, misconceptions
+from grader.labs.common import Failed, fail, judged, misconceptions, question
 from grader.verdict import Verdict
 
 LAB_ID = "01-netns-veth"
@@ -31,6 +34,8 @@ POD_IP = {
     "pod-c": "10.244.1.4",
     "pod-d": "10.244.1.5",
 }
+# The notebook's variable holding each namespace (hints name what the learner typed).
+VAR = {"node1": "node", "pod-a": "pod_a", "pod-b": "pod_b", "pod-c": "pod_c", "pod-d": "pod_d"}
 SERVER_PORT = 8080
 PROBE_TIMEOUT = 0.5
 T = TypeVar("T")
@@ -47,6 +52,10 @@ def concurrently(*calls: Callable[[], T]) -> list[T]:
 
 
 # --- inspections shared by the checks ------------------------------------------------------------
+def var(role: str) -> str:
+    return VAR.get(role, role.replace("-", "_"))
+
+
 def netns(ctx: CheckContext, role: str, made_in: str) -> Netns:
     ns = Netns(ctx.ns(role))
     if not ns.exists():
@@ -55,7 +64,7 @@ def netns(ctx: CheckContext, role: str, made_in: str) -> Netns:
             sent=f"looked for /run/netns/{ns.name}",
             observed="no such namespace",
             expected=f"the namespace of {role}, created in {made_in}",
-            hint=f"{role.replace('-', '_')} = new_namespace({role!r})",
+            hint=f"{var(role)} = new_namespace({role!r}), in {made_in}",
         )
     return ns
 
@@ -108,7 +117,11 @@ def veth_to(ctx: CheckContext, ns: Netns, role: str, ifname: str, want: str, hin
             sent=f"netlink: peer of {ifname} in {ns.name} (link-netnsid {entry['link_netnsid']})",
             observed=f"the peer end is in {where or 'a namespace outside this lab'}",
             expected=f"the peer end inside {want}",
-            hint=f"create the pair with one end in each namespace: add_veth(..., peer_ns={want})",
+            hint=(
+                f"create the pair with one end in each namespace: "
+                f"{var(role)}.add_veth({ifname!r}, {var(want)}, ...) "
+                f"(%%ns {role}: ip link add {ifname} type veth peer name ... netns $RUN-{want})"
+            ),
         )
 
 
@@ -120,7 +133,7 @@ def is_up(ns: Netns, role: str, ifname: str) -> None:
             sent=f"netlink: flags of {ifname} in {ns.name}",
             observed=f"{ifname} is administratively DOWN (operstate {entry['operstate']})",
             expected=f"{ifname} UP: a link carries no packet until it is set up, on BOTH ends",
-            hint=f"{role.replace('-', '_')}.up({ifname!r})",
+            hint=f"{var(role)}.up({ifname!r})  (%%ns {role}: ip link set {ifname} up)",
         )
 
 
@@ -132,7 +145,10 @@ def has_address(ns: Netns, role: str, ifname: str, cidr: str) -> None:
             sent=f"netlink: IPv4 addresses of {ifname} in {ns.name}",
             observed=f"addresses: {', '.join(found) or 'none'}",
             expected=f"{cidr} on {ifname}",
-            hint=f"{role.replace('-', '_')}.add_address({ifname!r}, {cidr!r})",
+            hint=(
+                f"{var(role)}.add_address({ifname!r}, {cidr!r})  "
+                f"(%%ns {role}: ip addr replace {cidr} dev {ifname})"
+            ),
         )
 
 
@@ -160,7 +176,7 @@ def ex1_pod_namespace(ctx: CheckContext) -> Verdict:
         "pod-a",
         "127.0.0.1",
         expected="an echo reply from 127.0.0.1 over pod-a's own lo",
-        hint="pod_a.up('lo') (ip -n NS link set lo up)",
+        hint="pod_a.up('lo')  (%%ns pod-a: ip link set lo up)",
     )
     return Verdict.ok("pod-a is a namespace of its own and its loopback works", observed=seen)
 
@@ -170,7 +186,8 @@ def ex1_pod_namespace(ctx: CheckContext) -> Verdict:
 def ex2_veth_pair(ctx: CheckContext) -> Verdict:
     """pod-a:eth0 <-> pod-b:eth0 is one veth pair, both up and addressed; pings cross it.
 
-    One ping from pod-a suffices: its reply can only come back through pod-b's end.
+    Each pod pings the other (as the exercise says), at the same time; the ping from pod-a
+    is followed hop by hop, and its journey is shown under the verdict.
     """
     hint = "pod_a.add_veth('eth0', pod_b, 'eth0') creates the pair with one end in each pod"
     a, b = netns(ctx, "pod-a", "exercise 1"), netns(ctx, "pod-b", "exercise 2")
@@ -179,16 +196,32 @@ def ex2_veth_pair(ctx: CheckContext) -> Verdict:
     for ns, role in ((a, "pod-a"), (b, "pod-b")):
         has_address(ns, role, "eth0", f"{POD_IP[role]}/24")
         is_up(ns, role, "eth0")
-    seen = answers_ping(
-        a,
-        "pod-a",
-        POD_IP["pod-b"],
-        expected=f"an echo reply from pod-b ({POD_IP['pod-b']}) through the veth",
-        hint="both ends up, both addresses in 10.244.1.0/24, lo up in both pods",
+    (obs, trip), back = concurrently(
+        lambda: journey.ping(ctx, "pod-a", POD_IP["pod-b"], timeout=PROBE_TIMEOUT),
+        lambda: probes.ping(b.name, POD_IP["pod-a"], timeout=PROBE_TIMEOUT),
     )
-    return Verdict.ok(
-        "pod-a and pod-b are joined by a veth pair and ping each other", observed=seen
+    hint = "both ends up, both addresses in 10.244.1.0/24, lo up in both pods"
+    for src, dst, seen in (("pod-a", "pod-b", obs), ("pod-b", "pod-a", back)):
+        if not _answered(seen, POD_IP[dst]):
+            raise journey.attach(
+                fail(
+                    f"no ICMP echo reply from {dst} to {src}",
+                    sent=f"{seen.sent} from {src}",
+                    observed=seen.describe(),
+                    expected=f"an echo reply from {dst} ({POD_IP[dst]}) through the veth",
+                    hint=hint,
+                ),
+                trip,
+            )
+    done = Verdict.ok(
+        "pod-a and pod-b are joined by a veth pair and ping each other",
+        observed=f"pod-a -> pod-b: {obs.describe()} pod-b -> pod-a: {back.describe()}",
     )
+    return journey.attach(done, trip)
+
+
+def _answered(obs: probes.Observation, dst: str) -> bool:
+    return obs.ok and obs.reply is not None and obs.reply.src == dst
 
 
 # --- exercise 3: two containers in one pod share its namespace ------------------------------------
@@ -258,7 +291,9 @@ def ex4_node_reaches_pods(ctx: CheckContext) -> Verdict:
     roles = ("pod-c", "pod-d")
     for role in roles:
         pod = netns(ctx, role, "exercise 4")
-        hint = f"{role.replace('-', '_')}.add_veth('eth0', node, 'veth-{role[-1]}')"
+        hint = (
+            f"%%ns node1: ip link add veth-{role[-1]} type veth peer name eth0 netns $RUN-{role}"
+        )
         veth_to(ctx, pod, role, "eth0", NODE, hint)
         has_address(pod, role, "eth0", f"{POD_IP[role]}/24")
         is_up(pod, role, "eth0")
@@ -266,18 +301,32 @@ def ex4_node_reaches_pods(ctx: CheckContext) -> Verdict:
         veth_to(ctx, node, NODE, host_end, role, hint)
         is_up(node, NODE, host_end)
         _routes_to(node, role, host_end)
-    seen = concurrently(*(lambda role=role: _node_pings(node, role) for role in roles))
-    return Verdict.ok("node1 reaches pod-c and pod-d through their veths", observed=" ".join(seen))
-
-
-def _node_pings(node: Netns, role: str) -> str:
-    return answers_ping(
-        node,
-        NODE,
-        POD_IP[role],
-        expected=f"an echo reply from {role} ({POD_IP[role]})",
-        hint=f"node1 needs an address (10.244.1.1/32) and a route to {POD_IP[role]}",
+    seen = concurrently(
+        *(
+            lambda role=role: journey.ping(ctx, NODE, POD_IP[role], timeout=PROBE_TIMEOUT)
+            for role in roles
+        )
     )
+    for role, (obs, trip) in zip(roles, seen, strict=True):
+        if not _answered(obs, POD_IP[role]):
+            raise journey.attach(
+                fail(
+                    f"no ICMP echo reply from {role} to node1",
+                    sent=f"{obs.sent} from node1",
+                    observed=obs.describe(),
+                    expected=f"an echo reply from {role} ({POD_IP[role]})",
+                    hint=(
+                        f"node1 needs an address (%%ns node1: ip addr replace 10.244.1.1/32 "
+                        f"dev lo) and a route to {POD_IP[role]}"
+                    ),
+                ),
+                trip,
+            )
+    done = Verdict.ok(
+        "node1 reaches pod-c and pod-d through their veths",
+        observed=" ".join(obs.describe() for obs, _ in seen),
+    )
+    return journey.attach(done, seen[0][1])
 
 
 def _routes_to(node: Netns, role: str, host_end: str) -> None:
@@ -288,7 +337,7 @@ def _routes_to(node: Netns, role: str, host_end: str) -> None:
             sent=f"netlink: ip route get {POD_IP[role]} in {node.name}",
             observed=f"route: {route or 'unreachable'}",
             expected=f"{POD_IP[role]} via dev {host_end}",
-            hint=f"node.add_route('{POD_IP[role]}/32', dev='{host_end}')",
+            hint=f"%%ns node1: ip route replace {POD_IP[role]}/32 dev {host_end}",
         )
 
 
@@ -361,6 +410,30 @@ def q2_same_subnet(ctx: CheckContext) -> Verdict:
     )
 
 
+# --- question 3: which source address does pod-c see? (read from a capture) -------------------------
+Q3 = question(
+    "q3",
+    "a",
+    "veth-c has no address, so the kernel takes one from another interface of node1: the "
+    "global 10.244.1.1 on lo. That is why the node gets an address in its pod range.",
+    "one of 'a', 'b', 'c', 'd'",
+    evidence="the capture shows",
+    hint="run the capture cell and read the src column of the echo request pod-c received",
+    why={
+        "b": "127.0.0.1 has host scope: the kernel never picks it as the source of a packet "
+        "that leaves the namespace (and pod-c's own 127.0.0.1 is pod-c itself).",
+        "c": "10.244.1.4 is the destination, pod-c's own address; the sender puts its own "
+        "address in the source field.",
+        "d": "an interface needs no address of its own to send: the kernel takes a global "
+        "address from any interface of the namespace, here 10.244.1.1 on node1's lo.",
+    },
+)
+
+
+# --- break/fix: node1 and its pods, with the learner's own faults -----------------------------------
+# Imported here, after everything lab01_breakfix takes from this module is defined.
+from grader.labs.lab01_breakfix import CHECK as BREAKFIX  # noqa: E402
+
 LAB = Lab(
     id=LAB_ID,
     title="netns and veth",
@@ -401,5 +474,14 @@ LAB = Lab(
             q1_delete_one_end,
             answers=("q1",),
         ),
+        Check(
+            "q3-source-address",
+            "check-q3",
+            1,
+            "question 3: the source address pod-c sees",
+            Q3,
+            answers=("q3",),
+        ),
+        Check("breakfix", "check-breakfix", 2, "break/fix: node1 and its pods", BREAKFIX),
     ),
 )

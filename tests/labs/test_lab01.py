@@ -7,7 +7,9 @@ that invent replies, silenced tracebacks, an always-equal answer) earns nothing.
 
 Mutants whose target checks do not depend on each other share one submission, to keep
 the suite fast; each assertion names only the check its mutant targets.
-Total: 9 points (exercises 1-4: 1+2+2+2, questions 1 and 2: 1 each).
+Total: 12 points (exercises 1-4: 1+2+2+2, questions 1-3: 1 each, break/fix: 2).
+Exercise 4 and the break/fix repair are shell cells (`%%ns node1`) in the solution; a
+variant does both in Python and also gets full marks: the checks observe the kernel.
 """
 
 from __future__ import annotations
@@ -82,6 +84,30 @@ def node_wiring(skip: str) -> str:
     )
 
 
+PYTHON_REPAIR = """
+node.add_address("lo", "10.244.1.1/32")
+for pod, ip, host_end in ((pod_c, "10.244.1.4", "veth-c"), (pod_d, "10.244.1.5", "veth-d")):
+    pod.up("eth0")
+    pod.run(["ip", "addr", "flush", "dev", "eth0"])
+    pod.add_address("eth0", f"{ip}/24")
+    node.up(host_end)
+    node.add_route(f"{ip}/32", dev=host_end)
+"""
+
+SHELL_VETH_D_LEFT_DOWN = """%%ns node1
+ip addr replace 10.244.1.1/32 dev lo
+for pod in c d; do
+    ip link add veth-$pod type veth peer name eth0 netns $RUN-pod-$pod
+    ip -n $RUN-pod-$pod link set lo up
+    ip -n $RUN-pod-$pod link set eth0 up
+done
+ip -n $RUN-pod-c addr replace 10.244.1.4/24 dev eth0
+ip -n $RUN-pod-d addr replace 10.244.1.5/24 dev eth0
+ip link set veth-c up
+ip route replace 10.244.1.4/32 dev veth-c
+ip route replace 10.244.1.5/32 dev veth-d
+"""
+
 FORGE_GRADER = """
 import grader.nb
 import grader.verify
@@ -139,7 +165,7 @@ def course() -> Iterator[GradingCourse]:
 def test_solution_gets_full_marks(course: GradingCourse) -> None:
     result = course.grade("solution", course.solution())
     assert_full_marks(result)
-    assert result.max_score == 9
+    assert result.max_score == 12
 
 
 def test_release_gets_zero_with_feedback(course: GradingCourse) -> None:
@@ -206,24 +232,56 @@ def test_veth_end_in_wrong_namespace_and_node_end_down(course: GradingCourse) ->
 
 
 def test_link_down_and_containers_in_different_pods(course: GradingCourse) -> None:
-    bad = course.mutant({"ex2-solution": POD_B_LINK_DOWN, "ex3-solution": SERVER_IN_POD_B})
-    result = course.grade("linkdown-otherpod", bad)
+    bad = course.mutant(
+        {
+            "ex2-solution": POD_B_LINK_DOWN,
+            "ex3-solution": SERVER_IN_POD_B,
+            "ex4-solution": SHELL_VETH_D_LEFT_DOWN,
+        }
+    )
+    result = course.grade("linkdown-otherpod-shell", bad)
     assert_caught(result, "check-ex2", "pod-b's eth0 is DOWN")
+    assert_caught(result, "check-ex4", "node1's veth-d is DOWN")
+    assert "%%ns node1: ip link set veth-d up" in result.cell_text("check-ex4")
     assert_caught(result, "check-ex3", "nothing answers on 127.0.0.1:8080 inside pod-a")
     assert "started in different namespaces" in result.cell_text("check-ex3")
 
 
-def test_server_bound_to_every_address(course: GradingCourse) -> None:
-    result = course.grade("bind-all", course.mutant({"ex3-solution": SERVER_ON_ALL_ADDRESSES}))
+def test_server_bound_to_every_address_faults_left_and_wrong_q3(course: GradingCourse) -> None:
+    bad = course.mutant(
+        {
+            "ex3-solution": SERVER_ON_ALL_ADDRESSES,
+            "breakfix-solution": "pass",  # the faults stay: no repair
+            "answer-q3": 'q3 = "d"',
+        }
+    )
+    result = course.grade("bind-all-faults-q3", bad)
     assert_caught(result, "check-ex3", "reachable from pod-b through the veth")
     assert result.cells["check-ex2"].score == 2
+    assert_caught(result, "check-breakfix", "not repaired yet")
+    assert "hint:" in result.cell_text("check-breakfix")
+    assert_caught(result, "check-q3", "why not 'd': an interface needs no address")
+
+
+def test_python_instead_of_shell_cells_gets_full_marks(course: GradingCourse) -> None:
+    """Exercise 4 and the repair done with the Python API instead of `ip` commands."""
+    variant = course.mutant(
+        {"ex4-solution": node_wiring("none"), "breakfix-solution": PYTHON_REPAIR}
+    )
+    assert_full_marks(course.grade("python-variant", variant))
 
 
 def test_forged_grader_functions_score_nothing(course: GradingCourse) -> None:
     # no real work anywhere: exercise 4 and question 2 do not depend on pod-a, so they are
     # emptied too (a right prediction written as a literal is real work)
     forged = course.mutant(
-        {"ex1-solution": FORGE_GRADER, "ex4-solution": "pass", "answer-q2": "pass"}
+        {
+            "ex1-solution": FORGE_GRADER,
+            "ex4-solution": "pass",
+            "answer-q2": "pass",
+            "answer-q3": "pass",
+            "breakfix-solution": "pass",
+        }
     )
     result = course.grade("forge-grader", forged)
     assert_zero(result)
@@ -257,7 +315,7 @@ def _k8snet_check(*args: str) -> subprocess.CompletedProcess[str]:
 def test_k8snet_check_untouched_release_scores_zero_with_feedback() -> None:
     out = _k8snet_check(str(REPO / "labs" / LAB / f"{LAB}.ipynb"))
     assert out.returncode == 1
-    assert out.stdout.strip().splitlines()[-1] == "score: 0/9"
+    assert out.stdout.strip().splitlines()[-1] == "score: 0/12"
     assert "there is no pod-a namespace" in out.stdout
     assert "hint:" in out.stdout and "expected:" in out.stdout
 
@@ -267,4 +325,4 @@ def test_k8snet_check_completed_copy_scores_full(tmp_path: Path) -> None:
     shutil.copy(REPO / "solutions" / LAB / f"{LAB}.ipynb", copy)
     out = _k8snet_check(str(copy))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "score: 9/9"
+    assert out.stdout.strip().splitlines()[-1] == "score: 12/12"

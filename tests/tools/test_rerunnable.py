@@ -81,3 +81,5 @@ def test_a_role_asked_for_again_is_a_fresh_namespace() -> None:
         assert proc.wait(timeout=2) != 0, "the old pod's processes were stopped"
         assert c.record.namespaces.count(f"{c.prefix}-pod-a") == 1
         again.add_veth("eth0", c.node(1).ns, "veth-a")  # the cell's next line works again
+        again.delete()  # a cell that deletes its own scratch namespace, run twice
+        assert c.netns("pod-a").exists()
