@@ -431,8 +431,15 @@ Q3 = question(
 
 
 # --- break/fix: node1 and its pods, with the learner's own faults -----------------------------------
-# Imported here, after everything lab01_breakfix takes from this module is defined.
-from grader.labs.lab01_breakfix import CHECK as BREAKFIX  # noqa: E402
+def breakfix(ctx: CheckContext) -> Verdict:
+    """node1 reaches pod-c and pod-d again, whichever faults were drawn (`lab01_breakfix`).
+
+    Imported when judged: lab01_breakfix itself imports from this module.
+    """
+    from grader.labs.lab01_breakfix import CHECK
+
+    return CHECK(ctx)
+
 
 LAB = Lab(
     id=LAB_ID,
@@ -482,6 +489,6 @@ LAB = Lab(
             Q3,
             answers=("q3",),
         ),
-        Check("breakfix", "check-breakfix", 2, "break/fix: node1 and its pods", BREAKFIX),
+        Check("breakfix", "check-breakfix", 2, "break/fix: node1 and its pods", breakfix),
     ),
 )
