@@ -39,6 +39,7 @@ CELLS = {
     "server-again": "srv = cluster.node(1).ns.popen(['sleep', '300'])\nprint('server', srv.pid)",
     "bg": "%%ns node1\nsleep 300 &\necho bg $!",
     "bg-again": "%%ns node1\nsleep 300 &\necho bg $!",
+    "stub": "%%ns node1\n# YOUR CODE HERE\nraise NotImplementedError()",
     "after": "print('still running')",
 }
 
@@ -112,6 +113,12 @@ def test_a_cell_run_again_stops_what_it_started_last_time(cells: dict[str, Any])
     first_bg = int(stream(cells["bg"], "stdout").split()[1])
     assert f"pid {first_bg}" in stream(cells["bg-again"], "stdout")
     assert stream(cells["after"], "stdout") == "still running\n"
+
+
+def test_a_released_shell_exercise_says_it_is_not_written_yet(cells: dict[str, Any]) -> None:
+    err = error(cells["stub"])
+    assert err is not None and "still holds its placeholder" in err.traceback[0]
+    assert "syntax error" not in json.dumps(cells["stub"].outputs)
 
 
 def test_run_all_stops_at_a_failing_shell_cell() -> None:
