@@ -608,7 +608,11 @@ def _routed_node_problem(node: NodeView, pod: PodView, obs: Observation) -> Verd
 
 # --- predict, then observe ------------------------------------------------------------------------------
 def _question(
-    name: str, right: object, explain: str, options: str, why: dict[str, dict[str, str]] | None
+    name: str,
+    right: object,
+    explain: str,
+    options: str,
+    why: dict[str, Any] | None = None,
 ) -> Callable[..., Verdict]:
     """Lab 02's questions are all answered by comparing what the two nodes put on the wire."""
     return question(
@@ -702,6 +706,14 @@ Q5 = _question(
     {"ttl": 63, "src_mac": "ee:ee:ee:ee:ee:ee"},
     "d's eth0 got TTL 63 (node2 routed it once) from ee:ee:ee:ee:ee:ee, the node's cali end.",
     "a dict {'ttl': <number>, 'src_mac': '<MAC as tcpdump prints it>'} read from the capture",
+    {
+        "ttl": {
+            64: "64 is what c sent; node2 forwarded the packet between two cali interfaces, "
+            "and a routing hop takes one off the TTL before d's eth0 sees it.",
+            62: "only one router is on the way (node2's kernel); the bridge on node1 is not on "
+            "this path at all.",
+        },
+    },
 )
 
 
