@@ -3,20 +3,23 @@
 Cross-node checks ask questions a plain frame summary cannot answer: was the pod packet
 wrapped in VXLAN (outer node IPs, UDP port, VNI) or did it travel as itself (pod IPs on the
 wire, TTL lowered by each node)? `sniff_wire_while` captures on one interface of one
-namespace (Scapy in a process inside it, like every probe) while an action runs elsewhere,
-and returns one `WirePacket` per packet with both layers decoded.
+namespace (tcpdump, read back by a probe child) while an action runs elsewhere, and returns
+one `WirePacket` per packet with both layers decoded.
 """
 
 from __future__ import annotations
 
-import threading
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from course.capture import CaptureError, Tap
 from course.kernel import Netns
-from grader.probes import ProbeError, _context, _ns_name, run_in_netns
+from grader.probes import ProbeError, _ns_name, run_in_netns
 
 VXLAN_PORTS = (4789, 8472)
 
@@ -110,18 +113,11 @@ def _wire_packet(pkt: Any, t0: float, iface: str) -> WirePacket | None:
     return out
 
 
-def _sniff_wire_inside(
-    iface: str, bpf: str, seconds: float, ready: Any, stop: Any
-) -> list[WirePacket]:
-    from scapy.sendrecv import AsyncSniffer
+def _read_wire(path: str, t0: float, iface: str) -> list[WirePacket]:
+    """Parse a pcap in a probe child (Scapy is loaded there already)."""
+    from scapy.utils import rdpcap
 
-    t0 = time.time()
-    sniffer = AsyncSniffer(iface=iface, filter=bpf, started_callback=ready.set, store=True)
-    sniffer.start()
-    stop.wait(seconds)
-    time.sleep(0.03)  # packets still in flight when the action finished
-    sniffer.stop()
-    packets = [_wire_packet(p, t0, iface) for p in (sniffer.results or [])]
+    packets = [_wire_packet(p, t0, iface) for p in rdpcap(path)]
     return [p for p in packets if p is not None]
 
 
@@ -132,41 +128,31 @@ def sniff_wire_while(
     bpf: str = "ip",
     max_seconds: float = 6.0,
 ) -> tuple[Any, list[WirePacket]]:
-    """Capture IPv4 on `iface` inside `ns` while `action()` runs; decode VXLAN layers too."""
-    ctx = _context()
-    ready, stop = ctx.Event(), ctx.Event()
-    result: dict[str, Any] = {}
+    """Capture IPv4 on `iface` inside `ns` while `action()` runs; decode VXLAN layers too.
 
-    def sniff() -> None:
-        try:
-            result["packets"] = run_in_netns(
-                ns,
-                _sniff_wire_inside,
-                iface,
-                bpf,
-                max_seconds,
-                ready,
-                stop,
-                timeout=max_seconds + 8,
-            )
-        except ProbeError as exc:
-            result["error"] = exc
-            ready.set()
-
-    thread = threading.Thread(target=sniff, daemon=True)
-    thread.start()
-    if not ready.wait(max_seconds + 5):
-        raise ProbeError(f"sniffer on {_ns_name(ns)}/{iface} did not start")
-    if "error" in result:
-        raise result["error"]
+    tcpdump (`course.capture.Tap`, never promiscuous) writes a pcap that a probe child reads.
+    Capture on a switch *port* (the underlay's `node1`), not on the bridge `br0`: without
+    promiscuous mode a bridge device sees only frames addressed to itself.
+    """
+    netns = ns if isinstance(ns, Netns) else Netns(_ns_name(ns))
+    folder = Path(tempfile.mkdtemp(prefix="k8snet-wire-"))
+    tap = Tap(_ns_name(ns), netns, iface, folder / f"{iface}.pcap", bpf=bpf)
     try:
-        outcome = action()
+        try:
+            tap.start(10000)
+            tap.wait_listening(time.monotonic() + max_seconds)
+        except CaptureError as exc:
+            raise ProbeError(str(exc)) from None
+        t0 = time.time()
+        try:
+            outcome = action()
+        finally:
+            time.sleep(0.02)  # a reply still crossing the last veth when the action returned
+            tap.stop()
+        packets = run_in_netns(netns, _read_wire, str(tap.path), t0, iface, timeout=max_seconds + 8)
     finally:
-        stop.set()
-        thread.join(max_seconds + 10)
-    if "error" in result:
-        raise result["error"]
-    return outcome, result.get("packets", [])
+        shutil.rmtree(folder, ignore_errors=True)
+    return outcome, packets
 
 
 def about(packets: list[WirePacket], pod_src: str, pod_dst: str) -> list[WirePacket]:

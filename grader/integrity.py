@@ -59,6 +59,9 @@ VERIFIER_TOOLS = (
     "conntrack",
     "tcpdump",
     "stdbuf",
+    "ping",  # lab 03: DF pings with the kernel's own ping
+    "bird",  # lab 03: `bird -p` parse-checks a learner's config
+    "birdc",  # lab 03: BGP session state
 )
 # Files of a copied package that Python never loads.
 SKIP_SUFFIXES = (".pyc", ".pyi", ".md", ".txt", ".rst")

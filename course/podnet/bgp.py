@@ -232,6 +232,7 @@ class Bird:
         """`birdc -s SOCKET COMMAND` (the socket is a file: no need to enter the namespace)."""
         proc = subprocess.run(
             [BIRDC, "-s", str(self.ctl), *command.split()],
+            stdin=subprocess.DEVNULL,  # birdc reads commands from stdin if it can
             capture_output=True,
             text=True,
             timeout=10,

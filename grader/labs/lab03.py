@@ -88,19 +88,20 @@ def route_text(ns: Netns, dst: str) -> str:
     return f"`ip route get {dst}` ->{via} dev {r['dev']}"
 
 
-def wire_text(packets: list[WirePacket]) -> str:
+def wire_text(packets: list[WirePacket], port: str = "node1") -> str:
     if not packets:
-        return "nothing of this ping crossed the underlay (capture on the node switch br0)"
+        return f"nothing of this ping crossed the underlay (capture on the switch port {port})"
     shown = "; ".join(p.describe() for p in packets[:4])
-    return f"on the underlay (br0): {shown}"
+    return f"on the underlay (switch port {port}): {shown}"
 
 
 def sniffed_ping(ctx: CheckContext, src: str, dst_ip: str, **kw: Any) -> tuple[Any, list[Any]]:
-    """Ping from pod `src` while capturing every IPv4 packet on the underlay switch."""
+    """Ping from pod `src` while capturing on the underlay switch port of the pod's node."""
     src_ns, _ = pod_ns(ctx, src)
+    port = src_ns.name[len(ctx.prefix) + 1 :].split("-")[0]
     underlay = Netns(ctx.ns("underlay"))
     try:
-        return sniff_wire_while(underlay, "br0", lambda: ping(src_ns, dst_ip, **kw))
+        return sniff_wire_while(underlay, port, lambda: ping(src_ns, dst_ip, **kw))
     except ProbeError as exc:
         raise fail(
             f"could not probe from pod {src}",
@@ -225,7 +226,7 @@ def overlay_path(ctx: CheckContext, src: str, dst: str, a: int, b: int) -> Verdi
     _, src_ip = pod_ns(ctx, src)
     obs, packets = sniffed_ping(ctx, src, dst_ip)
     flow = about(packets, src_ip, dst_ip)
-    wire = wire_text(flow)
+    wire = wire_text(flow, me.name)
     sent = f"{obs.sent} from pod {src} ({src_ip}) to pod {dst} on {peer.name}"
     wrapped = [p for p in flow if p.encapsulated]
     if obs.ok and wrapped and len(wrapped) == len(flow):
@@ -300,8 +301,13 @@ def check_ex2_mtu(ctx: CheckContext) -> Verdict:
                 f"pod {src} still sends 1500-byte packets into a 1450-byte tunnel",
                 sent=sent,
                 observed=f"1422: answered. 1472 (1500 bytes of IP): "
-                f"{'answered' if big else why_big}. Pod {src}'s eth0 has MTU {mtu}: the "
-                "packet left the pod and the node had to refuse it",
+                f"{'answered' if big else why_big}. Pod {src}'s eth0 has MTU {mtu}: "
+                + (
+                    "the packet left the pod and the node had to refuse it"
+                    if "local error" not in why_big
+                    else "the pod refused only because it remembers an earlier "
+                    "'fragmentation needed' from the node (a cached path MTU that expires)"
+                ),
                 expected="pod eth0 MTU 1450 (flannel's FLANNEL_MTU): the pod's own kernel "
                 "refuses 1472 ('message too long, mtu=1450') and TCP picks a smaller MSS",
                 hint="set MTU 1450 on every pod's eth0, its veth end on the node and cni0",
@@ -446,7 +452,7 @@ def check_ex4_underlay(ctx: CheckContext) -> Verdict:
                 hint="follow the exercise: a namespace, a veth, the /32, the gateway entry",
             )
     underlay = Netns(ctx.ns("underlay"))
-    obs, packets = sniff_wire_while(underlay, "br0", lambda: ping(u1, ip2))
+    obs, packets = sniff_wire_while(underlay, "node1", lambda: ping(u1, ip2))
     flow = about(packets, ip1, ip2)
     sent = f"{obs.sent} from u1 ({ip1}) to u2 ({ip2})"
     if obs.ok and flow and not any(p.encapsulated for p in flow):
