@@ -131,7 +131,10 @@ def node_config(node: Node, peers: list[Node], log_path: str | Path | None = Non
 
 def parse_check(conf: Path) -> None:
     """`bird -p -c FILE`: raise BirdConfigError with BIRD's own error line if it does not parse."""
-    proc = subprocess.run([BIRD, "-p", "-c", str(conf)], capture_output=True, text=True, timeout=10)
+    argv = [BIRD, "-p", "-c", str(conf)]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL
+    )
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         raise BirdConfigError(lines[-1] if lines else f"bird -p exited {proc.returncode}")
