@@ -28,6 +28,7 @@ is parse-checked with `bird -p` before it starts, and is stopped before its name
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -306,10 +307,25 @@ def bird_of(cluster: Cluster, node: Node) -> Bird:
     return birds[node.name]
 
 
-def stop_all(cluster: Cluster) -> None:
-    """Stop every node's BIRD (all at once: SIGTERM to each, then wait)."""
-    for bird in list(cluster.__dict__.get("birds", {}).values()):
-        bird.stop()
+def stop_all(cluster: Cluster, timeout: float = 1.0) -> None:
+    """Stop every node's BIRD at once: SIGTERM to all, one shared wait, then SIGKILL.
+
+    Teardown often runs at interpreter exit, where a Jupyter kernel gets only a few seconds
+    before it is killed; stopping the daemons one after the other could use them all up.
+    """
+    birds = list(cluster.__dict__.get("birds", {}).values())
+    pids = {b: b.pid() or (b.proc.pid if b.proc and b.proc.poll() is None else None) for b in birds}
+    for pid in filter(None, pids.values()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for bird, pid in pids.items():
+        if pid is not None:
+            _terminate(pid, bird.proc if bird.proc and bird.proc.pid == pid else None,
+                       max(0.0, deadline - time.monotonic()))  # fmt: skip
+        bird.proc = None
+        bird.ctl.unlink(missing_ok=True)
+        bird.pidfile.unlink(missing_ok=True)
 
 
 def setup_node(cluster: Cluster, node: Node, config: str | None = None) -> Bird:
