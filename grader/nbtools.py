@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grader.lifecycle import descendants
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "nbgrader_config.py"
 # Notebook metadata that changes from one run to the next and carries no content.
@@ -83,26 +85,8 @@ def run_bounded(argv: list[str], cwd: Path, timeout: float | None) -> tuple[int 
         return code, out.read()
 
 
-def _children(pid: int) -> list[int]:
-    """All descendants of `pid`, read from /proc (no psutil needed)."""
-    parent_of: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent_of[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [pid]
-    while frontier:
-        kids = [p for p, pp in parent_of.items() if pp in frontier]
-        found += kids
-        frontier = kids
-    return found
-
-
 def _kill_tree(pid: int) -> None:
-    victims = _children(pid)
+    victims = descendants(pid)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
     for victim in victims:
