@@ -155,6 +155,8 @@ def test_a_new_run_and_a_new_process_draw_the_same_faults(monkeypatch, tmp_path)
     )
     env = {**os.environ, "K8SNET_STATE_DIR": str(tmp_path)}
     other = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    for prefix in ("kt-one", "kt-two"):  # identity() saved the seed in these run records
+        RunRecord(prefix, LAB, 1).path.unlink(missing_ok=True)
     assert other.stdout.strip() == first, other.stderr
     assert (tmp_path / "learner-id").read_text().strip() == first.removeprefix("seed:")
 
