@@ -144,3 +144,11 @@ def test_dockerfile_base_and_venv_outside_the_volume() -> None:
     venv = re.search(r"VIRTUAL_ENV=(\S+)", text)
     assert venv and not venv[1].startswith("/workspace")
     assert "/var/run/docker.sock" not in text
+
+
+def test_learner_id_survives_a_new_container():
+    """Break/fix faults are drawn from a learner id: it must live in the notebooks' volume."""
+    service = lab()
+    state = service["environment"]["K8SNET_STATE_DIR"]
+    mounts = [v.split(":")[1] if isinstance(v, str) else v["target"] for v in service["volumes"]]
+    assert any(state.startswith(m.rstrip("/") + "/") for m in mounts), (state, mounts)
