@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from grader import nbtools
+from grader.grading import reap_orphans
 from grader.nbtools import GradeResult
 
 REPO = nbtools.REPO
@@ -47,6 +48,7 @@ class GradingCourse:
         return cls(lab, source_root, course)
 
     def close(self) -> None:
+        reap_orphans(self.lab)
         shutil.rmtree(self.course, ignore_errors=True)
 
     # --- notebooks to submit ---------------------------------------------------------------
@@ -85,9 +87,13 @@ class GradingCourse:
         dest = self.course / "submitted" / student / self.lab
         dest.mkdir(parents=True, exist_ok=True)
         (dest / f"{self.lab}.ipynb").write_text(json.dumps(notebook))
-        return nbtools.autograde_submitted(
-            self.course, self.lab, student, feedback=feedback, extra_args=extra_args
-        )
+        try:
+            return nbtools.autograde_submitted(
+                self.course, self.lab, student, feedback=feedback, extra_args=extra_args
+            )
+        finally:
+            # As `k8snet grade` does: nbgrader stops the kernel, possibly mid-teardown.
+            reap_orphans(self.lab)
 
 
 def find_cell(nb: dict[str, Any], grade_id: str) -> dict[str, Any]:
