@@ -21,7 +21,7 @@ import string
 import subprocess
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -180,7 +180,15 @@ class Cluster:
         return self
 
     def destroy(self) -> None:
-        """Delete every namespace of this run (idempotent; safe from signal handlers)."""
+        """Delete every namespace of this run (idempotent; safe from signal handlers).
+
+        Ctrl-C or SIGTERM arriving meanwhile waits until the teardown is complete: cut in
+        half, it would leave namespaces and daemons (BIRD) behind that nothing owns.
+        """
+        with _signals_held():
+            self._destroy()
+
+    def _destroy(self) -> None:
         while self.teardown_hooks:
             hook = self.teardown_hooks.pop()
             with contextlib.suppress(Exception):  # a hook must never keep namespaces alive
@@ -332,6 +340,26 @@ def destroy_all() -> None:
     for cluster in list(_LIVE):
         if not cluster.record.detached:
             cluster.destroy()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP for the block, then deliver any that arrived.
+
+    Only the main thread receives Python's signals, so only there is there anything to
+    hold. Teardown starts no long-lived process, which would inherit the blocked mask.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+_HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -295,12 +295,18 @@ class Expectation:
         return sorted(self.ready.items(), key=lambda kv: f"{kv[1]}:{self.target_port}")
 
 
-def judge(sent: list[int], flows: Mapping[int, Flow], exp: Expectation) -> Verdict:
-    """Turn source ports sent and conntrack flows into a verdict (steps 1-5 above)."""
+def judge(sent: list[int], flows: Mapping[int, Flow], exp: Expectation, lost: int = 0) -> Verdict:
+    """Turn source ports sent and conntrack flows into a verdict (steps 1-5 above).
+
+    `lost`: connections also sent whose endpoint the kernel's dropped events hid; they
+    are left out of `sent` and only mentioned.
+    """
     sent_text = (
         f"{len(sent)} new TCP connections (distinct source ports) from the client pod to "
         f"{exp.vip}; counted per endpoint from the node's conntrack events"
     )
+    if lost:
+        sent_text += f" ({lost} more were sent, but the busy kernel dropped their events)"
     if not sent:
         return Verdict.fail(
             "the client could not open any connection",
@@ -453,11 +459,14 @@ def check_cluster_ip_distribution(
     Two witnesses are merged: conntrack's NEW events (they see every connection, even one
     refused by a closed port, whose entry the kernel drops at once), and a dump of the
     table right after (it holds every connection a listening pod accepted, for 10 s). On
-    a busy machine the kernel may drop events (conntrack reports ENOBUFS); if the dump
-    does not fill the gap, the measurement says nothing about the rules, so it is
-    repeated with other source ports, and after three tries the check raises ProbeError
-    instead of blaming the learner.
+    a busy machine the kernel may drop events (conntrack reports ENOBUFS); a connection
+    whose event was lost and whose entry is gone (refused) is then unknown, not
+    "untranslated". The measurement is repeated with other source ports; after three
+    tries it is judged on the connections whose endpoint is known (losses do not depend
+    on the endpoint chosen, so the sample stays fair), or, when fewer than half are
+    known, the check raises ProbeError instead of blaming the learner.
     """
+    best: tuple[list[int], dict[int, Flow], int] = ([], {}, 0)
     for attempt in range(3):
         with ConntrackEvents(node) as events:
             sent = run_in_netns(
@@ -468,7 +477,13 @@ def check_cluster_ip_distribution(
         flows.update(read_conntrack(node, exp.cluster_ip, exp.port, client_ip))
         if not events.lost_events() or all(p in flows for p in sent):
             return judge(sent, flows, exp)
-    raise ProbeError(f"conntrack events were lost in {node.name} three times: machine too busy")
+        known = [p for p in sent if p in flows]
+        if len(known) > len(best[0]):
+            best = (known, flows, len(sent))
+    known, flows, total = best
+    if len(known) * 2 < total or not known:
+        raise ProbeError(f"conntrack events were lost in {node.name} three times: machine too busy")
+    return judge(known, flows, exp, lost=total - len(known))
 
 
 def read_conntrack(node: Netns, cluster_ip: str, port: int, client_ip: str) -> dict[int, Flow]:

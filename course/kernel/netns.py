@@ -154,6 +154,7 @@ class Netns(LinkOps):
         self.path = NETNS_DIR / name
         self._ipr: IPRoute | None = None
         self._procs: list[subprocess.Popen[Any]] = []
+        self._starting = threading.Lock()  # held while popen() starts a process
 
     def __repr__(self) -> str:
         return f"Netns({self.name!r})"
@@ -240,11 +241,12 @@ class Netns(LinkOps):
         and so do its veths (and their peers in other namespaces).
         """
         self.close()
-        for proc in self._procs:
+        with self._starting:  # a process being started is recorded before we look
+            procs, self._procs = self._procs, []
+        for proc in procs:
             if proc.poll() is None:  # an exited process's pid may belong to someone else now
                 _kill_group(proc.pid)
                 _reap(proc)
-        self._procs.clear()
         if not self.exists():
             return
         if pids_by_inode is None:
@@ -295,10 +297,32 @@ class Netns(LinkOps):
         return proc
 
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        """Start a long-running process inside this namespace; it is stopped at delete()."""
+        """Start a long-running process inside this namespace; it is stopped at delete().
+
+        The start happens on a helper thread. Python runs signal handlers on the main
+        thread only, so a Ctrl-C or SIGTERM arriving in the middle of `Popen` can no longer
+        lose the new child's pid: the helper finishes and records it, and delete(), which
+        waits for a start in progress, stops it. (Started in the main thread, such a child,
+        e.g. a BIRD, went on running after teardown: nothing knew it existed.)
+        """
         kwargs.setdefault("start_new_session", True)
-        proc = subprocess.Popen(self._argv(argv), **kwargs)
-        self._procs.append(proc)
+        outcome: list[subprocess.Popen[Any] | BaseException] = []
+
+        def start() -> None:
+            with self._starting:
+                try:
+                    outcome.append(subprocess.Popen(self._argv(argv), **kwargs))
+                except BaseException as exc:  # handed to the caller below
+                    outcome.append(exc)
+                    return
+                self._procs.append(outcome[0])  # type: ignore[arg-type]
+
+        starter = threading.Thread(target=start, name=f"popen-{self.name}", daemon=True)
+        starter.start()
+        starter.join()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        proc = outcome[0]
         for hook in POPEN_HOOKS:
             hook(self, proc)
         return proc

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,6 +139,35 @@ def test_delete_kills_processes_inside(pair):
     a.delete()
     assert proc.wait(5) != 0
     assert not a.exists()
+
+
+def test_ctrl_c_in_the_middle_of_popen_loses_no_process(pair, monkeypatch):
+    """A signal landing while Popen starts the child (the child exists, Popen has not
+    returned) used to lose the child's pid: teardown then left it running (a BIRD outlived
+    the benchmark it belonged to). Now the start finishes on a helper thread and is recorded."""
+    a, _ = pair
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    class InterruptedPopen(real_popen):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+            os.kill(os.getpid(), signal.SIGINT)  # delivered to the main thread
+            time.sleep(0.2)  # ...while this start is still "in Popen"
+
+    monkeypatch.setattr(subprocess, "Popen", InterruptedPopen)
+    # Not wrapped in nsenter: like a child that has not entered the namespace yet when
+    # teardown looks for processes inside it, so only the record of the start can stop it.
+    monkeypatch.setattr(a, "_argv", list)
+    with pytest.raises(KeyboardInterrupt):
+        a.popen(["sleep", "60"])
+    monkeypatch.undo()
+    a.delete()
+    try:
+        assert started[0].wait(5) < 0, "teardown did not stop the interrupted start"
+    finally:
+        started[0].kill()
 
 
 def test_missing_interface_is_a_clear_error(pair):

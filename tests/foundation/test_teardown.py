@@ -132,3 +132,21 @@ def test_down_all_leaves_other_prefixes_alone(private_prefix):
     finally:
         subprocess.run([K8SNET, "down", "--all"], env=env, capture_output=True)
     assert _netns(other) == []
+
+
+def test_ctrl_c_during_teardown_waits_for_it_to_finish(private_prefix):
+    """Ctrl-C landing in the middle of teardown used to abort it (KeyboardInterrupt is not
+    an Exception), leaving namespaces and BIRDs behind; it is now held until teardown ends."""
+    from course.kernel import list_netns
+    from course.topology import Cluster
+
+    cluster = Cluster("t-intr", nodes=2, pods_per_node=1).build()
+
+    def interrupted_hook() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # a handler would have run by now, were the signal not held
+
+    cluster.teardown_hooks.append(interrupted_hook)
+    with pytest.raises(KeyboardInterrupt):
+        cluster.destroy()  # the held Ctrl-C is delivered once everything is gone
+    assert list_netns(private_prefix + "-") == []
