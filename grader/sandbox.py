@@ -50,22 +50,12 @@ from typing import Any
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import List, Unicode
 
+from grader.inside import DROPPED_CAPS
 from grader.nbtools import REPO
 
 BWRAP = "/usr/bin/bwrap"
 # Not /opt: the Docker image keeps the whole repository (solutions/ too) under /opt.
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-# Capabilities a lab never needs; the rest (NET_ADMIN, SYS_ADMIN, NET_RAW, ...) it does.
-DROPPED_CAPS = (
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_BOOT",
-    "CAP_MKNOD",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_SYSLOG",
-)
 # What of the repository the kernel sees: the course code and its example data (Kubernetes
 # manifests the labs load). Not solutions/, tests/ or labs/ (other notebooks).
 COURSE_PARTS = ("course", "examples")

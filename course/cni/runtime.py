@@ -348,16 +348,7 @@ class Runtime:
         call = PluginCall(plugin_type, str(exe), command, env, stdin)
         self.calls.append(call)
         started = time.monotonic()
-        where = entered_path(self.netns) if self.netns else nullcontext()
-        with where:  # a child forked from this thread starts in the node's namespace
-            proc = subprocess.Popen(
-                [str(exe)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **env},
-                start_new_session=True,  # its own process group: a timeout kills the lot
-            )
+        proc = self._start(exe, env)
         try:
             out, err = proc.communicate(stdin.encode(), timeout=self.timeout)
         except subprocess.TimeoutExpired:
@@ -375,6 +366,23 @@ class Runtime:
                 spec="a plugin must answer and exit; the runtime waits a bounded time",
             )
         return call
+
+    def _start(self, exe: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Start the plugin inside the node's namespace, in a process group of its own.
+
+        A runtime that must start it somewhere else (the grader's, inside a submission's
+        sandbox) overrides this one method.
+        """
+        where = entered_path(self.netns) if self.netns else nullcontext()
+        with where:  # a child forked from this thread starts in the node's namespace
+            return subprocess.Popen(
+                [str(exe)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **env},
+                start_new_session=True,  # its own process group: a timeout kills the lot
+            )
 
     def _error_object(self, call: PluginCall) -> CNIError:
         """What a non-zero exit means: the error object on stdout, or a protocol error."""

@@ -8,6 +8,12 @@ configuration on stdin, inside the node's namespace, 5 s per call), checks each 
 against the spec's schema, sends real packets between the pods and the node, and runs DEL
 and CHECK. The bench is deleted afterwards; the learner's own pods are never touched.
 
+Graded in `k8snet grade`'s sandbox, the plugin file is learner code, so the bench lives
+inside the submission's sandbox and every plugin call runs there (`grader.inside`: the
+kernel's user, mount, PID and network namespaces, its capabilities): the plugin sees the
+sandbox's files only, never the gradebook or the answer keys. Only the verdict is decided
+here. Without a sandbox (`k8snet check`: the learner's own machine) it runs as before.
+
 A failure shows the exact call (environment and stdin), the plugin's stdout, stderr and
 exit code, what the spec requires, and a hint.
 """
@@ -17,6 +23,8 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +35,7 @@ from course.cni.runtime import (
     DEBIAN_PLUGIN_DIR,
     Attachment,
     CNIError,
+    ConfigError,
     PluginCall,
     PluginError,
     ProtocolError,
@@ -35,19 +44,78 @@ from course.cni.runtime import (
     run_state,
 )
 from course.faults.lab04 import CATALOGUE, NETWORK, OUTSIDE, PODS, leaked
-from course.kernel import Netns
-from course.kernel import netns as netns_module
-from grader import breakfix, journey
+from course.kernel import KernelError, Netns
+from grader import breakfix, inside, journey
 from grader.labs import Check, CheckContext, Lab
 from grader.labs.common import Failed, fail, judged, question
 from grader.verdict import Verdict
 
 LAB_ID = "04-cni-plugin"
-NETNS_DIR_DEFAULT = Path("/run/netns")
 GATEWAY = "10.244.1.1"
 CALL_TIMEOUT = 5.0
 LEAK_RANGE = ("10.244.1.240", "10.244.1.242")  # three addresses
 LEAK_ROUNDS = 5
+
+
+# --- where the learner's code runs: the sandbox, when grading has one -------------------------
+def where(path: str | Path) -> str:
+    """`path` as the plugin sees it: inside the submission's sandbox, or as is without one."""
+    sandbox = inside.current()
+    return sandbox.inside(path) if sandbox else str(path)
+
+
+def lab_reservations(data_dir: Path, network: str) -> dict[str, str]:
+    """host-local's reservations (IP -> container id) in `data_dir`, a folder the
+    submission writes; in a sandbox read without following its symlinks (grader.inside)."""
+    sandbox = inside.current()
+    if sandbox is None:
+        return reservations(data_dir, network)
+    files = sandbox.read_folder(sandbox.inside(data_dir / network))
+    return {
+        name: (text.splitlines() or [""])[0].strip()
+        for name, text in files.items()
+        if name[:1].isdigit()
+    }
+
+
+class SandboxRuntime(Runtime):
+    """The CNI runtime, with every plugin started inside the submission's sandbox.
+
+    Paths (CNI_PATH, CNI_NETNS, the node namespace) are the sandbox's own names; the result
+    cache the runtime trusts for DEL and CHECK stays on the grading side.
+    """
+
+    def __init__(
+        self,
+        sandbox: inside.Sandbox,
+        netns: str,
+        plugin_dirs: list[str],
+        cache_dir: Path,
+        timeout: float,
+    ) -> None:
+        super().__init__(netns, plugin_dirs, cache_dir, timeout)
+        self.sandbox = sandbox
+
+    def find_plugin(self, plugin_type: str) -> Path:
+        for folder in self.plugin_dirs:
+            candidate = f"{folder.rstrip('/')}/{plugin_type}"
+            if "/" not in plugin_type and self.sandbox.is_executable(candidate):
+                return Path(candidate)
+        raise ConfigError(
+            f"plugin type {plugin_type!r} not found: no executable {plugin_type} in "
+            f"CNI_PATH {':'.join(self.plugin_dirs)} (symlinks are not followed when grading)"
+        )
+
+    def _start(self, exe: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.sandbox.argv([str(exe)], netns=self.netns),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **env},
+            start_new_session=True,  # nsenter and the plugin share it: a timeout kills both
+            cwd="/",
+        )
 
 
 # --- the bench: a private node and pods inside the learner's run ------------------------------
@@ -56,19 +124,34 @@ class Bench:
 
     def __init__(self, ctx: CheckContext) -> None:
         self.ctx = ctx
+        self.sandbox = inside.current()
         self.tag = f"chk{secrets.token_hex(2)}"
         self.plugin_dir = run_state(ctx.prefix) / "bin"
         self.state = run_state(ctx.prefix) / self.tag
+        # sandboxed, the cache DEL and CHECK trust is kept out of the submission's reach
+        self.cache = self.state / "cache"
+        if self.sandbox:
+            self.cache = Path(tempfile.mkdtemp(prefix="k8snet-cni-cache-"))
         self.namespaces: list[Netns] = []
         self.node = self._netns("node")
         self.node.sysctl("net.ipv4.ip_forward", 0)
         self.node.add_address("lo", f"{OUTSIDE}/32")  # outside the pod subnet
-        self.runtime = Runtime(
-            self.node.path, [self.plugin_dir, DEBIAN_PLUGIN_DIR], self.state / "cache", CALL_TIMEOUT
-        )
+        dirs = [where(self.plugin_dir), str(DEBIAN_PLUGIN_DIR)]
+        if self.sandbox:
+            node = where(self.node.path)
+            self.runtime = SandboxRuntime(self.sandbox, node, dirs, self.cache, CALL_TIMEOUT)
+        else:
+            self.runtime = Runtime(self.node.path, dirs, self.cache, CALL_TIMEOUT)
 
     def _netns(self, role: str) -> Netns:
-        ns = Netns.create(f"{self.ctx.prefix}-{self.tag}-{role}")
+        name = f"{self.ctx.prefix}-{self.tag}-{role}"
+        if self.sandbox is None:
+            ns = Netns.create(name)
+        else:  # made inside, so it belongs to the sandbox (the plugin may enter it)
+            made = self.sandbox.run(["ip", "netns", "add", name])
+            if made.returncode != 0:
+                raise KernelError(f"ip netns add {name} in the sandbox: {made.stderr.strip()}")
+            ns = Netns(name)
         self.namespaces.append(ns)
         ns.up("lo")
         ns.sysctl("net.ipv4.conf.all.rp_filter", 0)
@@ -78,37 +161,33 @@ class Bench:
         return self._netns(name)
 
     def conflist(self, network: str = "grader-net", **ipam: Any) -> dict[str, Any]:
-        conf = bridge_conflist(1, self.state / "networks", plugin_type=PLUGIN_NAME, name=network)
+        data_dir = where(self.state / "networks")
+        conf = bridge_conflist(1, data_dir, plugin_type=PLUGIN_NAME, name=network)
         conf["plugins"][0]["ipam"].update(ipam)
         return conf
 
     def reservations(self, network: str = "grader-net") -> dict[str, str]:
-        return reservations(self.state / "networks", network)
+        return lab_reservations(self.state / "networks", network)
 
     def close(self) -> None:
         for ns in reversed(self.namespaces):
-            ns.delete()
-        shutil.rmtree(self.state, ignore_errors=True)
+            ns.delete()  # also in a sandbox: unlinking the name there unmounts it
+        if self.sandbox is None:
+            shutil.rmtree(self.state, ignore_errors=True)
+            return
+        self.sandbox.run(["rm", "-rf", "--", where(self.state)])
+        shutil.rmtree(self.cache, ignore_errors=True)
 
 
 @contextmanager
 def bench(ctx: CheckContext) -> Iterator[Bench]:
-    if NETNS_DIR_DEFAULT != netns_module.NETNS_DIR:
-        # In `k8snet grade`'s sandbox the verifier reaches the submission through
-        # /proc/<kernel>/root: it could not mount the bench's namespaces there, and it must
-        # not run the learner's plugin file outside the sandbox (that is learner code).
-        raise fail(
-            "lab 04's plugin checks do not run in the grading sandbox yet",
-            sent="looked where the submission's namespaces live",
-            observed=f"a sandboxed run ({netns_module.NETNS_DIR})",
-            expected="an unsandboxed grading run (nbgrader autograde, k8snet check)",
-            hint="instructors: grade lab 04 without --sandbox, in a throwaway VM or container",
-        )
     plugin = run_state(ctx.prefix) / "bin" / PLUGIN_NAME
-    if not plugin.is_file():
+    sandbox = inside.current()
+    found = sandbox.is_executable(sandbox.inside(plugin)) if sandbox else plugin.is_file()
+    if not found:
         raise fail(
             "there is no plugin file to run",
-            sent=f"looked for {plugin}",
+            sent=f"looked for {where(plugin)}",
             observed="no such file",
             expected="your plugin, written by the cell after your exercise (lab.write_plugin)",
             hint="run your exercise cell, then the cell that writes the plugin file",
@@ -121,7 +200,7 @@ def bench(ctx: CheckContext) -> Iterator[Bench]:
 
 
 def attach(pod: Netns, ifname: str = "eth0", container_id: str | None = None) -> Attachment:
-    return Attachment(container_id or pod.name.rsplit("-", 1)[-1], str(pod.path), ifname)
+    return Attachment(container_id or pod.name.rsplit("-", 1)[-1], where(pod.path), ifname)
 
 
 # --- describing calls ------------------------------------------------------------------------
@@ -211,7 +290,7 @@ def ping(src: Netns, src_role: str, dst: str, why: str, hint: str) -> str:
 
 # --- exercise 0: Debian's bridge plugin, called by hand ----------------------------------------
 def _lab_reservations(ctx: CheckContext) -> dict[str, str]:
-    return reservations(run_state(ctx.prefix) / "node1" / "networks", "k8s-pod-network")
+    return lab_reservations(run_state(ctx.prefix) / "node1" / "networks", "k8s-pod-network")
 
 
 def _manual_pod(ctx: CheckContext) -> Netns:
@@ -236,7 +315,7 @@ def ex0_by_hand_add(ctx: CheckContext) -> Verdict:
     if not addrs or not held:
         raise fail(
             "pod-manual has no interface from your ADD",
-            sent=f"netlink: addresses of eth0 in pod-manual; host-local's files for 'manual'",
+            sent="netlink: addresses of eth0 in pod-manual; host-local's files for 'manual'",
             observed=f"eth0 addresses: {addrs or 'none'}; reservations held by 'manual': "
             f"{sorted(held) or 'none'}",
             expected="eth0 with a 10.244.1.x/24 address that host-local reserved for "
