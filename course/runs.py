@@ -18,9 +18,10 @@ from course.kernel import Netns, list_netns
 # The first part of every lab namespace's name. A second course on the same machine (or a
 # test that must not touch anyone else's labs) can pick another with K8SNET_NS_PREFIX.
 PREFIX = os.environ.get("K8SNET_NS_PREFIX", "knl")
-RUN_DIR = Path("/run/k8s-netlabs/runs")
+RUN_ROOT = Path("/run/k8s-netlabs")
+RUN_DIR = RUN_ROOT / "runs"
 # Files a run's daemons need (BIRD's config, control socket, pid file, log), one folder per run.
-STATE_DIR = Path("/run/k8s-netlabs/state")
+STATE_DIR = RUN_ROOT / "state"
 
 
 def state_dir(prefix: str) -> Path:
@@ -29,9 +30,29 @@ def state_dir(prefix: str) -> Path:
 
 
 def remove_state_dir(prefix: str) -> None:
+    """Remove what run `prefix` keeps under /run/k8s-netlabs, its record aside.
+
+    That is its daemon folder, and the notes other layers keep per run or per namespace
+    in folders of their own (break/fix attempt counts, iptables-restore rejections), all
+    named after the run's prefix or its namespaces. A tmpfs that only grows would carry
+    one lab's notes into a later run that happens to draw the same prefix.
+    """
+    _remove_under_run_root([prefix], [prefix + "-*", prefix + ".*"])
+
+
+def _remove_under_run_root(names: list[str], patterns: list[str]) -> None:
     import shutil
 
-    shutil.rmtree(state_dir(prefix), ignore_errors=True)
+    areas = [a for a in RUN_ROOT.iterdir() if a.is_dir()] if RUN_ROOT.is_dir() else []
+    for area in areas:
+        if area == RUN_DIR:
+            continue  # records are removed by whoever removes the run, after its namespaces
+        found = [area / n for n in names] + [p for pat in patterns for p in area.glob(pat)]
+        for path in found:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def process_start_time(pid: int) -> int | None:
@@ -126,6 +147,5 @@ def reap(lab: str | None = None, everything: bool = False) -> list[str]:
         for name in list_netns(PREFIX + "-"):
             Netns(name).delete()
             removed.append(name)
-        for folder in STATE_DIR.glob(PREFIX + "-*") if STATE_DIR.is_dir() else []:
-            remove_state_dir(folder.name)
+        _remove_under_run_root([], [PREFIX + "-*"])
     return removed

@@ -55,8 +55,10 @@ def use_root(root: str) -> None:
 
     base = Path(root) if root else Path("/")
     netns.NETNS_DIR = base / "run" / "netns"
-    runs.RUN_DIR = base / "run" / "k8s-netlabs" / "runs"
-    runs.STATE_DIR = base / "run" / "k8s-netlabs" / "state"
+    runs.RUN_ROOT = base / "run" / "k8s-netlabs"
+    runs.RUN_DIR = runs.RUN_ROOT / "runs"
+    runs.STATE_DIR = runs.RUN_ROOT / "state"
+    netns.RESTORE_ERRORS = runs.RUN_ROOT / "restore-errors"
 
 
 def find_run(lab: str, pid: int) -> tuple[str, tuple[str, ...]] | None:

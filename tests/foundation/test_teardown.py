@@ -150,3 +150,25 @@ def test_ctrl_c_during_teardown_waits_for_it_to_finish(private_prefix):
     with pytest.raises(KeyboardInterrupt):
         cluster.destroy()  # the held Ctrl-C is delivered once everything is gone
     assert list_netns(private_prefix + "-") == []
+
+
+def test_teardown_removes_the_notes_kept_for_the_run(private_prefix):
+    """Break/fix attempt counts and iptables-restore rejections live under /run per run;
+    they go with the run (they used to pile up, and could mislead a later run)."""
+    from course.kernel import KernelError
+    from course.kernel import netns as kernel_netns
+    from course.topology import Cluster
+    from grader import breakfix
+
+    cluster = Cluster("t-notes", nodes=1, pods_per_node=1).build()
+    node = cluster.nodes[0].ns
+    with pytest.raises(KernelError, match="rejected"):
+        node.apply_iptables("*nat\n-A NO-SUCH-CHAIN -j ACCEPT\nCOMMIT\n")
+    breakfix.count_attempt(cluster.prefix, "check-ex7")
+    notes = [
+        kernel_netns.RESTORE_ERRORS / f"{node.name}.txt",
+        breakfix.ATTEMPTS_DIR / cluster.prefix,
+    ]
+    assert all(p.exists() for p in notes)
+    cluster.destroy()
+    assert [p for p in notes if p.exists()] == []
