@@ -491,6 +491,18 @@ def check_ex4_underlay(ctx: CheckContext) -> Verdict:
 
 
 # --- questions ----------------------------------------------------------------------------------
+_INNER_NOT_OUTER = (
+    "that is a pod address, from the inner packet; the outer header is the one flannel.1 adds, "
+    "and it carries the node IPs, the only addresses the node network can deliver."
+)
+_OUTER_NOT_INNER = (
+    "that is a node IP, from the outer header; the inner packet is pod a's own, unchanged by "
+    "the overlay, so it keeps the pods' addresses."
+)
+_REPLY_NOT_REQUEST = (
+    "source and destination swapped: that is the echo reply, on its way back from node2 "
+    "(pod c); the question asks for the request from pod a to pod c."
+)
 Q1 = question(
     "q1",
     {
@@ -507,6 +519,37 @@ Q1 = question(
     "addresses as strings, dport and vni as integers",
     evidence="the capture shows",
     hint="read the request's row in the capture above: outer column first, then the inner packet",
+    why={
+        "outer_src": {
+            "10.244.1.2": _INNER_NOT_OUTER,
+            "192.168.1.12": _REPLY_NOT_REQUEST,
+        },
+        "outer_dst": {
+            "10.244.2.2": _INNER_NOT_OUTER,
+            "192.168.1.11": _REPLY_NOT_REQUEST,
+        },
+        "dport": {
+            4789: "4789 is the port IANA assigned to VXLAN, but flannel keeps 8472, the port "
+            "Linux used before that assignment; the capture's outer column shows it.",
+            "8472": "the right port, written as a string: dport is a number, 8472.",
+        },
+        "vni": {
+            "1": "the right VNI, written as a string: vni is a number, 1.",
+            8472: "8472 is the UDP port; the VNI is the 24-bit network id in the VXLAN header "
+            "(flannel.1: VNI 1).",
+            0: "VNI 0 is not flannel's: it names its device flannel.<VNI> and uses VNI 1.",
+        },
+        "inner_src": {
+            "192.168.1.11": _OUTER_NOT_INNER,
+            "10.244.2.2": _REPLY_NOT_REQUEST,
+        },
+        "inner_dst": {
+            "192.168.1.12": _OUTER_NOT_INNER,
+            "10.244.1.2": _REPLY_NOT_REQUEST,
+        },
+    },
+    why_other="the outer header is added by node1's flannel.1: node IPs, UDP port, VNI; the "
+    "inner packet is pod a's own, unchanged, with the pods' addresses. Read the request's row.",
 )
 Q2 = question(
     "q2",
@@ -516,24 +559,60 @@ Q2 = question(
     "one of 'a', 'b', 'c', 'd'",
     evidence="the kernel does",
     hint="the pod's eth0 still has MTU 1500; which device's MTU is first too small?",
+    why={
+        "a": "DF (`-M do`) forbids fragmenting the packet anywhere on the way: a router that "
+        "cannot forward it in one piece drops it and reports why; nothing gets reassembled.",
+        "b": "pod a's kernel compares the packet with its own route's MTU, eth0's 1500: 1500 "
+        "bytes fit, so it leaves. 'message too long' comes from the pod only when its eth0 is "
+        "1450 (exercise 2), or after it cached a 1450 path MTU from an earlier ICMP error.",
+        "d": "the refusal is not silent: the kernel that cannot forward a DF packet (node1, "
+        "routing it into flannel.1 at 1450) sends ICMP 'fragmentation needed' with mtu 1450 "
+        "to the sender. Silence would need that ICMP filtered on the way (a PMTU black hole).",
+    },
 )
 Q3 = question(
     "q3",
-    {"host-gw": False, "bgp": False, "vxlan": True},
-    "Plain routes need the next hop on a shared subnet; BGP's next hop resolves via the router, "
-    "which knows no pod routes; VXLAN needs only node IPs that reach each other.",
-    "a dict {'host-gw': bool, 'bgp': bool, 'vxlan': bool}",
-    evidence="the packets to node3's pods show",
-    hint="run the observation cells of part 5 and look where each mode's packet stops",
-)
-Q4 = question(
-    "q4",
     "b",
     "The node network itself must deliver every pod address (the VPC knows each ENI's secondary "
     "IPs), so pods consume node-network addresses.",
     "one of 'a', 'b', 'c'",
     evidence="the underlay exercise shows",
     hint="look at which addresses the pods use and who answered ARP for them",
+    why={
+        "a": "no routing daemon took part: u1's packet went to 192.168.1.121, an address of "
+        "the node subnet itself, node2 answered ARP for it with its proxy entry and routed it "
+        "to u2 by a /32. The node network delivered it because it is its own address.",
+        "c": "nothing was wrapped: u1 -> u2 crossed the node network with the pods' own "
+        "addresses (no UDP 8472 on the wire), so the pods keep MTU 1500. The 50 bytes are "
+        "the overlay's price (part 2).",
+    },
+)
+Q4 = question(
+    "q4",
+    {"host-gw": False, "bgp": False, "vxlan": True},
+    "Plain routes need the next hop on a shared subnet; BGP's next hop resolves via the router, "
+    "which knows no pod routes; VXLAN needs only node IPs that reach each other.",
+    "a dict {'host-gw': bool, 'bgp': bool, 'vxlan': bool}",
+    evidence="the packets to node3's pods show",
+    hint="run the observation cells of part 5 and look where each mode's packet stops",
+    why={
+        "host-gw": {
+            True: "a host-gw route's gateway must be on a subnet node1 is attached to; "
+            "192.168.2.13 is behind the router, so the kernel refuses the route ('Nexthop has "
+            "invalid gateway') and pod a's packet keeps following node1's default route."
+        },
+        "bgp": {
+            True: "the session comes up and BIRD learns 10.244.3.0/24 with next hop "
+            "192.168.2.13, but node1 reaches that next hop only through the router, so the "
+            "kernel route hands pod a's packet, pod addresses unchanged, to the router, which "
+            "knows the two node subnets and no pod range: it drops the packet."
+        },
+        "vxlan": {
+            False: "VXLAN needs only that the node IPs reach each other: the outer packet "
+            "192.168.1.11 -> 192.168.2.13 (UDP 8472) is routed by the router like any other "
+            "packet between its two subnets, and the pod addresses stay hidden inside."
+        },
+    },
 )
 
 
@@ -548,7 +627,7 @@ LAB = Lab(
         Check("breakfix", "check-breakfix", 3, "break/fix: node1 <-> node3", check_breakfix),
         Check("q1", "check-q1", 1, "read the VXLAN capture", Q1, ("q1",), False),
         Check("q2", "check-q2", 1, "predict: 1500-byte DF ping", Q2, ("q2",), False),
-        Check("q3", "check-q3", 1, "predict: who reaches node3", Q3, ("q3",), False),
-        Check("q4", "check-q4", 1, "the underlay's price", Q4, ("q4",), False),
+        Check("q3", "check-q3", 1, "the underlay's price", Q3, ("q3",), False),
+        Check("q4", "check-q4", 1, "predict: who reaches node3", Q4, ("q4",), False),
     ),
 )

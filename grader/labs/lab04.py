@@ -641,6 +641,14 @@ q1_del_namespace_gone = question(
     "there is nothing left to clean",
     evidence="the observe cell shows: host-local's file for the pod is still there until DEL",
     hint="which part of a pod's network lives outside its namespace?",
+    why={
+        "a": "code 3 tells the runtime that no cleanup is needed, and that is not true: "
+        "host-local's reservation lives in a file on the node and outlives the namespace. "
+        "The spec wants DEL to clean up what it can and succeed when things are already gone.",
+        "c": "the namespace took the pod's interfaces with it, but not the node's state: "
+        "host-local keeps one file per reserved address on the node, so without an IPAM DEL "
+        "that address is never handed out again.",
+    },
 )
 
 q2_forgetful_del = question(
@@ -652,6 +660,13 @@ q2_forgetful_del = question(
     "a duplicate address; c: ADD fails once the range is used up",
     evidence="the observe cell shows",
     hint="run the observe cell: count the ADDs that worked",
+    why={
+        "a": "deleting a namespace frees nothing in IPAM: host-local forgets an address only "
+        "when it gets a DEL for it, and this plugin never sends one, so every pod's file "
+        "stays in host-local's directory.",
+        "b": "host-local never hands out an address it still has a file for, so no duplicate "
+        "is possible; the files that are never removed are what runs the range dry.",
+    },
 )
 
 

@@ -32,7 +32,15 @@ from course.netfilter.lab import (
     WEB_PORT,
     WEB_REPLY,
 )
-from course.netfilter.model import PATH_TITLES, PathKind
+from course.netfilter.model import (
+    BUILTIN_CHAINS,
+    PATH_TITLES,
+    TABLES,
+    Hook,
+    PathKind,
+    hooks,
+    table_priority,
+)
 from grader import breakfix
 from grader.labs import Check, CheckContext, Lab
 from grader.labs.common import Failed, fail, judged, question
@@ -151,6 +159,87 @@ def traced_path(ctx: CheckContext, kind: str) -> tuple[list[tuple[str, str]], Tr
     return (t.path() if t.packets else []), t
 
 
+_NOT_ON_PATH: dict[str, dict[str, str]] = {
+    "forward": {
+        "INPUT": "a forwarded packet is not for node1: the routing decision sends it to "
+        "FORWARD, and INPUT is only for packets a local socket receives",
+        "OUTPUT": "OUTPUT is for packets a process on node1 sends; this SYN was sent by pod a "
+        "and only passes through node1",
+    },
+    "local-in": {
+        "FORWARD": "the routing decision found 192.168.1.11 to be node1's own address, so the "
+        "packet goes up to INPUT; FORWARD is for packets on their way to another host",
+        "OUTPUT": "a packet for a local process ends at INPUT, in the socket; OUTPUT and "
+        "POSTROUTING are for packets node1 sends (the SYN-ACK is one, a separate packet)",
+        "POSTROUTING": "a packet for a local process ends at INPUT, in the socket; "
+        "POSTROUTING is for packets leaving by an interface",
+    },
+    "local-out": {
+        "PREROUTING": "PREROUTING is for packets that arrive on an interface; a packet a "
+        "local process sends starts at OUTPUT, after its output route lookup",
+        "INPUT": "INPUT is for packets delivered to a local socket; this one leaves node1",
+        "FORWARD": "FORWARD is for packets that arrived on one interface and leave by another; "
+        "a locally sent packet goes OUTPUT -> POSTROUTING",
+    },
+}
+
+
+_CHAINS_WHY = {
+    "raw": "raw runs before conntrack, so it has chains only where packets enter: "
+    "PREROUTING and OUTPUT",
+    "nat": "nat rewrites the destination where a packet enters (PREROUTING, OUTPUT) and the "
+    "source where it leaves or is delivered (POSTROUTING, INPUT), never in FORWARD",
+    "filter": "filtering happens after the routing decision: INPUT, FORWARD, OUTPUT",
+    "security": "like filter, it works after the routing decision: INPUT, FORWARD, OUTPUT",
+}
+
+
+def _order_text(hook: Hook) -> str:
+    tables = sorted(
+        (t for t in TABLES if hook in BUILTIN_CHAINS[t]), key=lambda t: table_priority(t, hook)
+    )
+    text = ", ".join(f"{t} {table_priority(t, hook)}" for t in tables)
+    if "security" in tables:
+        text += " (150 for security is iptables-nft's choice; legacy iptables uses 50)"
+    return text
+
+
+def _priority(table: str, chain: str) -> int:
+    return table_priority(table, Hook(chain))
+
+
+def path_misconceptions(got: list[tuple[str, str]], kind: PathKind) -> list[str]:
+    """What the first wrong step of a predicted path assumes, and what the kernel does."""
+    on_path = [str(h) for h in hooks(kind)]
+    for i, (table, chain) in enumerate(got):
+        step = f"{table} {chain}"
+        if table not in TABLES:
+            return [f"why not '{step}': there is no table {table!r}; the five are "
+                    f"{', '.join(TABLES)}"]  # fmt: skip
+        if chain not in {str(h) for h in Hook}:
+            return [f"why not '{step}': {chain} is not a hook; the five are "
+                    f"{', '.join(str(h) for h in Hook)}"]  # fmt: skip
+        if Hook(chain) not in BUILTIN_CHAINS[table]:
+            return [f"why not '{step}': the {table} table has no {chain} chain: "
+                    f"{_CHAINS_WHY[table]}"]  # fmt: skip
+        if chain not in on_path:
+            return [f"why not '{step}': {_NOT_ON_PATH[kind][chain]}"]
+        if (table, chain) in got[:i]:
+            return [f"why not '{step}' twice: a packet meets each chain once on its way"]
+        before = got[i - 1] if i else None
+        if before and before[1] == chain and _priority(before[0], chain) > _priority(table, chain):
+            return [f"why not '{before[0]} {chain}' before '{step}': at one hook the tables "
+                    f"run by priority, lowest first: {_order_text(Hook(chain))}"]  # fmt: skip
+        if before and on_path.index(before[1]) > on_path.index(chain):
+            return [f"why not '{step}' after '{before[0]} {before[1]}': the hooks "
+                    f"come in the order {' -> '.join(on_path)} on this path"]  # fmt: skip
+    missing = [f"{t} {c}" for t, c in path(kind) if (t, c) not in got]
+    if missing:
+        return [f"missing {', '.join(repr(m) for m in missing)}: every table with a built-in "
+                "chain at a hook on the path runs it, and node1 has all of them"]  # fmt: skip
+    return []
+
+
 def prediction(name: str, kind: PathKind) -> Callable[[CheckContext], Verdict]:
     """Graded on the prediction (against the model); the feedback shows the real trace."""
 
@@ -188,6 +277,7 @@ def prediction(name: str, kind: PathKind) -> Callable[[CheckContext], Verdict]:
             "between PREROUTING and INPUT/FORWARD, and before OUTPUT",
         )
         v.details = render_prediction(got or [], shown).splitlines()
+        v.details += path_misconceptions(got or [], kind)
         return v
 
     judge.__name__ = f"check_{name}"
@@ -466,12 +556,23 @@ BREAKFIX = breakfix.check(CATALOGUE, service_works)
 
 
 # --- questions -----------------------------------------------------------------------------------
+_FIRST_ONLY = (
+    "only the first packet of a connection walks the nat chains; conntrack applies the "
+    "translation it chose to every later packet (and undoes it on the replies) without them"
+)
 Q_MATCH = question(
     "q_match",
     "b",
     "filter FORWARD runs after nat PREROUTING has translated the destination, so only a rule "
     f"on {BACKEND_IP}:{WEB_PORT} matches.",
     "one of 'a', 'b', 'c'",
+    why={
+        "a": f"by the time filter FORWARD sees pod c's SYN, nat PREROUTING (kube-proxy's DNAT) "
+        f"has rewritten its destination to {BACKEND_IP}:{WEB_PORT}; routing needed the pod's "
+        f"address to choose FORWARD at all. A rule on {VIP}:{VIP_PORT} there never matches.",
+        "c": f"a packet has one destination at a time, and in FORWARD it is already the "
+        f"translated one, {BACKEND_IP}:{WEB_PORT}: the rule on the Service address counts 0.",
+    },
 )
 Q_NAT_PACKETS = question(
     "q_nat_packets",
@@ -479,6 +580,14 @@ Q_NAT_PACKETS = question(
     "Only the first packet of a connection walks the nat chains; conntrack applies the "
     "translation to every later packet (and undoes it on the replies) without them.",
     "a whole number of packets, such as 1 or 7",
+    why={
+        0: "the SYN, the first packet of the connection, does walk nat PREROUTING: that is "
+        "where the DNAT to pod b is chosen, and conntrack stores the choice.",
+        2: "the handshake's ACK already belongs to a connection conntrack knows (state "
+        "ESTABLISHED), so it gets the stored translation without walking the nat table; only "
+        "the SYN walks it.",
+    },
+    why_other=f"{_FIRST_ONLY}: count the packets of pod a that can start a connection.",
 )
 Q_REFUSED = question(
     "q_refused",
@@ -487,6 +596,17 @@ Q_REFUSED = question(
     "table with EINVAL; the reason is only in the kernel log: 'DNAT target: only valid in "
     "nat table, not filter'.",
     "one of 'a', 'b', 'c', 'd'",
+    why={
+        "a": "iptables accepted the syntax (DNAT and --to-destination parse) and sent the rule "
+        "to the kernel; a usage error would print iptables' own message with exit status 2. "
+        "Exit status 4 with 'Invalid argument' is the kernel's refusal.",
+        "b": "the rule was not added (exit status 4; `iptables -S INPUT` does not list it): "
+        "the kernel checks where a NAT target stands when the rule is added, not when packets "
+        "come.",
+        "d": "a policy decides the packets that reach the end of a built-in chain; it never "
+        "accepts or refuses rules. The kernel refused DNAT because it belongs to the nat "
+        "table (PREROUTING and OUTPUT) only.",
+    },
 )
 
 

@@ -457,6 +457,16 @@ Q1 = question(
     "Without SNAT the pod answers the client directly, from its own address: the client "
     "never talked to 10.244.2.x, so its kernel answers that SYN-ACK with a RST.",
     "one of 'a', 'b', 'c', 'd'",
+    why={
+        "a": "only node1 could turn the pod's address back into 192.168.1.11:30080 (its "
+        "conntrack entry holds the DNAT), and without SNAT the reply never passes node1: the "
+        "pod answers 203.0.113.10 directly, and node2 sends that out by its default route.",
+        "c": "node2 has no reason to drop it: the SYN arrives already translated, for "
+        "10.244.2.x:8080, a pod on its own cni0, and it forwards it there whatever the source.",
+        "d": "node2 translated nothing in this connection: node1 did the DNAT, so only node1 "
+        "could undo it. The pod answers from its own address, and node2 routes the reply "
+        "unchanged.",
+    },
 )
 Q2 = question(
     "q2",
@@ -464,6 +474,13 @@ Q2 = question(
     "DNAT happens in PREROUTING, before routing (so routing sees the pod's address); SNAT "
     "happens in POSTROUTING, after it.",
     "one of 'a', 'b', 'c'",
+    why={
+        "a": "the DNAT comes before the routing decision: KUBE-SEP's rule runs in nat "
+        "PREROUTING, so routing already sees the pod's address (that is how it knows to send "
+        "the SYN to node2 at all).",
+        "c": "MASQUERADE runs in nat POSTROUTING, after the routing decision: it uses the "
+        "address of the interface routing chose, so it cannot happen before that choice.",
+    },
 )
 Q3 = question(
     "q3",
@@ -471,6 +488,14 @@ Q3 = question(
     "node1 has no web pod; with externalTrafficPolicy Local kube-proxy drops the packet "
     "there instead of forwarding it (and masquerading it) to node2.",
     "one of 'a', 'b', 'c'",
+    why={
+        "a": "that is externalTrafficPolicy: Cluster. With Local, a node sends NodePort "
+        "traffic only to its own endpoints and never masquerades it; node1 has none, so "
+        "kube-proxy drops the SYN ('has no local endpoints').",
+        "c": "kube-proxy REJECTs only a Service with no endpoints at all (and then with ICMP "
+        "port unreachable, not a RST); this one has endpoints on node2, so it DROPs the SYN "
+        "in the filter table, before node1's TCP stack could answer for the closed port.",
+    },
 )
 Q4 = question(
     "q4",
@@ -478,6 +503,17 @@ Q4 = question(
     "The hairpin packet is masqueraded to node1's address on cni0, the interface it leaves "
     "by: 10.244.1.1.",
     "an IPv4 address as a string, like '10.0.0.1'",
+    why={
+        "10.244.1.2": "pod a's own address is what the server would see without SNAT, and "
+        "then pod a would answer itself directly, bypassing node1's conntrack, and the "
+        "connection fails. kube-proxy's hairpin rule marks it for masquerade.",
+        "10.96.0.30": "the Service address is only ever a destination: the DNAT replaces it "
+        "with pod a's address; the source is rewritten by the masquerade.",
+        "192.168.1.11": "MASQUERADE takes an address of the interface the packet leaves by, "
+        "and a hairpin packet leaves by cni0 (10.244.1.1/24), not by eth0.",
+    },
+    why_other="the hairpin packet is masqueraded (source = endpoint): read the address node1 "
+    "has on the interface the packet leaves by.",
 )
 
 

@@ -79,8 +79,8 @@ vxlan.add_peer(node2.ns, leases[0])
             ),
             "answer-q1": edit(course, "answer-q1", '"vni": 1,', '"vni": "1",'),
             "answer-q2": 'q2 = "a"',
-            "answer-q3": 'q3 = {"host-gw": True, "bgp": True, "vxlan": True}',
-            "answer-q4": 'q4 = "c"',
+            "answer-q3": 'q3 = "c"',
+            "answer-q4": 'q4 = {"host-gw": True, "bgp": True, "vxlan": True}',
         }
     )
     result = course.grade("mutants", nb)
@@ -89,10 +89,11 @@ vxlan.add_peer(node2.ns, leases[0])
     assert_caught(result, "check-ex3-bgp", "BGP session node1 -> node2 is not Established")
     assert_caught(result, "check-ex3-bgp", "Bad peer AS")
     assert_caught(result, "check-ex4-underlay", "nobody on the node network answers for")
-    assert_caught(result, "check-q1", "'vni': '1'")
-    assert_caught(result, "check-q2", "q2 = 'a'")
-    assert_caught(result, "check-q3", "q3 = ")
-    assert_caught(result, "check-q4", "q4 = 'c'")
+    assert_caught(result, "check-q1", "vni = '1': the right VNI, written as a string")
+    assert_caught(result, "check-q2", "why not 'a': DF (`-M do`) forbids fragmenting")
+    assert_caught(result, "check-q3", "why not 'c': nothing was wrapped")
+    assert_caught(result, "check-q4", "host-gw = True: a host-gw route's gateway must be")
+    assert_caught(result, "check-q4", "bgp = True: the session comes up")
     assert result.cells["check-breakfix"].score == 3
 
 

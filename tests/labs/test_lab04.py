@@ -75,7 +75,8 @@ def test_mutants_in_every_exercise_at_once(course: GradingCourse) -> None:
             "ex3-solution": MUTANTS["del-leaks"]["ex3-solution"],
             "ex4-solution": MUTANTS["check-always-passes"]["ex4-solution"],
             "answer-q1": 'q1 = "c"',
-            "answer-q2": FORGE,  # and a cheater: forged grader and runtime in the kernel
+            # a wrong answer, and a cheater: forged grader and runtime in the kernel
+            "answer-q2": FORGE + 'q2 = "b"\n',
         }
     )
     result = course.grade("mutants", bad)
@@ -83,8 +84,8 @@ def test_mutants_in_every_exercise_at_once(course: GradingCourse) -> None:
     assert_caught(result, "check-ex2", "ADD ignored CNI_IFNAME")
     assert_caught(result, "check-ex3", "DEL leaks addresses: ADD failed after 3 pods")
     assert_caught(result, "check-ex4", "CHECK passed with the pod's interface deleted")
-    assert_caught(result, "check-q1", "q1: not what")
-    assert_caught(result, "check-q2", "no answer given")
+    assert_caught(result, "check-q1", "why not 'c': the namespace took the pod's interfaces")
+    assert_caught(result, "check-q2", "why not 'b': host-local never hands out an address")
     assert result.cells["check-ex0-add"].score == 1
     assert not any("everything is fine" in result.cell_text(g) for g in result.cells)
 

@@ -75,6 +75,7 @@ def mutants(course: GradingCourse) -> dict[str, Any]:
             ),
             "answer-q_match": 'q_match = "a"',
             "answer-q_nat_packets": "q_nat_packets = 7",
+            "answer-q_refused": 'q_refused = "d"',  # the chain's policy
             # break/fix left as it is
             "ex5-solution": "%%ns node1\niptables -L -v -n | head -5\n",
         }
@@ -140,12 +141,14 @@ def test_release_that_only_forges_gets_zero(graded: dict[str, GradeResult]) -> N
 def test_each_mutant_loses_its_own_points(graded: dict[str, GradeResult]) -> None:
     result = graded["mutants"]
     zero = ("check-forwarded", "check-ex2-counters", "check-ex3-dnat-node", "check-q_match",
-            "check-ex4-block", "check-q_nat_packets", "check-breakfix")  # fmt: skip
+            "check-ex4-block", "check-q_nat_packets", "check-q_refused", "check-breakfix")  # fmt: skip
     assert_scores(result, {**FULL, **dict.fromkeys(zero, 0)})
     assert_caught(result, "check-forwarded", "<== first difference")
+    assert_caught(result, "check-forwarded", "why not 'nat PREROUTING' before 'mangle PREROUTING'")
     assert_caught(result, "check-ex2-counters", "no rule in nat PREROUTING saw pod a's packets")
     assert_caught(result, "check-ex3-dnat-node", "never pass PREROUTING")
     assert_caught(result, "check-ex4-block", "names the Service address 10.96.0.50")
-    assert_caught(result, "check-q_match", "q_match = 'a'")
-    assert_caught(result, "check-q_nat_packets", "q_nat_packets = 7")
+    assert_caught(result, "check-q_match", "why not 'a': by the time filter FORWARD sees")
+    assert_caught(result, "check-q_nat_packets", "why not 7: only the first packet")
+    assert_caught(result, "check-q_refused", "why not 'd': a policy decides the packets")
     assert_caught(result, "check-breakfix", "Where it stops:")

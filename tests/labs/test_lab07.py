@@ -98,30 +98,39 @@ def test_release_and_a_cheater_get_zero(course: GradingCourse) -> None:
 
 def test_mutants(course: GradingCourse) -> None:
     """No MASQUERADE rule, externalTrafficPolicy left Cluster, hairpin left off, a headless
-    Service given a ClusterIP, three wrong predictions: each check meant for one of them
-    fails with its message; question 2 and the break/fix repair (which writes the masquerade
-    chains again, correctly) keep their points."""
+    Service given a ClusterIP, four wrong predictions: each check meant for one of them
+    fails with its message (a wrong prediction with the explanation of the option chosen);
+    the break/fix repair (which writes the masquerade chains again, correctly) keeps its
+    points."""
     masq = '  $ipt -A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully\n'
     nb = course.mutant(
         {
             "ex1-solution": edit(course, "ex1-solution", masq, ""),
             "ex2-solution": edit(
-                course, "ex2-solution", "externalTrafficPolicy: Local", "externalTrafficPolicy: Cluster"
+                course,
+                "ex2-solution",
+                "externalTrafficPolicy: Local",
+                "externalTrafficPolicy: Cluster",
             ),
             "ex3-solution": "pass",
-            "ex4-solution": edit(course, "ex4-solution", "clusterIP: None", "clusterIP: 10.96.0.22"),
+            "ex4-solution": edit(
+                course, "ex4-solution", "clusterIP: None", "clusterIP: 10.96.0.22"
+            ),
             "answer-q1": 'q1 = "a"',
+            "answer-q2": 'q2 = "c"',
             "answer-q3": 'q3 = "a"',
             "answer-q4": 'q4 = "10.244.1.2"',
         }
     )
     result = course.grade("mutants", nb)
-    assert_scores(result, {**{k: 0 for k in FULL}, "check-q2": 1, "check-ex5-breakfix": 3})
+    assert_scores(result, {**{k: 0 for k in FULL}, "check-ex5-breakfix": 3})
     assert_caught(result, "check-ex1-masquerade", "KUBE-POSTROUTING never masquerades")
     assert_caught(result, "check-ex1-masquerade", "got the SYN from 203.0.113.10")
     # without any MASQUERADE, a Cluster-policy node1 forwards unmasqueraded to node2
     assert_caught(result, "check-ex2-local", "node1 forwards web-local traffic")
     assert_caught(result, "check-ex3-hairpin", "the SYN never came back into pod a")
     assert_caught(result, "check-ex4-headless", "has kube-proxy rules for web-headless")
-    assert_caught(result, "check-q1", "q1 = 'a'")
-    assert_caught(result, "check-q4", "q4 = '10.244.1.2'")
+    assert_caught(result, "check-q1", "why not 'a': only node1 could turn the pod's address")
+    assert_caught(result, "check-q2", "why not 'c': MASQUERADE runs in nat POSTROUTING")
+    assert_caught(result, "check-q3", "why not 'a': that is externalTrafficPolicy: Cluster")
+    assert_caught(result, "check-q4", "why not '10.244.1.2': pod a's own address")
