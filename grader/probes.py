@@ -8,6 +8,19 @@ a learner's notebook cannot patch what the probe sees.
 Every probe returns an `Observation`: what was sent, every related frame seen on the
 egress interface (ARP included), the replies, and a `describe()` that turns it into
 the sentence a check puts in its feedback.
+
+A reply counts only if a kernel sent it across the cable the probe went out on (issue 14:
+a responder process must not stand in for a topology). Checked where it is cheap:
+- the reply was also *received by the prober's kernel* (a raw socket of the probe's
+  protocol, open while the probe runs): a frame a process sends out of the prober's own
+  interface is seen by the sniffer, but never reaches the kernel;
+- the egress "cable" leaves the namespace: not a veth whose other end is in the same
+  namespace, not a tun/tap a process writes (also for the ports of an egress bridge);
+- no process outside the grader holds a packet socket (what a Scapy responder needs to
+  send made-up frames) in a namespace of the run, looked up after a reply came: one read
+  of /proc/net/packet per namespace, an owner search only when a socket is there.
+A second capture at the far end would prove the frames crossed, but a responder *at* the
+far end crosses it too; what tells a topology from a responder is who answered.
 """
 
 from __future__ import annotations
@@ -146,10 +159,11 @@ class Observation:
     timeout: float = 1.0
     data: bytes = b""
     outcome: str = ""  # for kernel-socket probes: what the socket call reported
+    forged: str = ""  # why the replies seen do not count (not a kernel across the cable)
 
     @property
     def ok(self) -> bool:
-        return self.error is None and bool(self.replies)
+        return self.error is None and bool(self.replies) and not self.forged
 
     @property
     def reply(self) -> Frame | None:
@@ -169,6 +183,8 @@ class Observation:
             return f"{head} {self.outcome}"
         if self.error:
             return f"{head} The kernel did not send it: {self.error}."
+        if self.forged:
+            return f"{head} A reply was seen, but it does not count: {self.forged}."
         if self.reply is not None:
             r = self.reply
             return f"{head} Got back {r.describe()} after {r.t_ms:.1f} ms."
@@ -254,18 +270,96 @@ def _related(pkt: Any, next_hop: str | None, dst: str) -> bool:
     return True
 
 
+def _kind(link: Any) -> str:
+    info = link.get_attr("IFLA_LINKINFO")
+    return str(info.get_attr("IFLA_INFO_KIND") or "") if info else ""
+
+
+def _cable_ends_here(iface: str) -> str:
+    """Why the cable behind `iface` ends in this very namespace, or "" when it leaves it.
+
+    A veth whose other end is in the same namespace, or a tun/tap (a process writes its
+    frames), lets a process here inject a "reply" that arrives from the wire; for an egress
+    bridge, each port is such a cable.
+    """
+    from pyroute2 import IPRoute
+
+    if iface == "lo":
+        return ""
+    with IPRoute() as ipr:
+        links = list(ipr.get_links())
+    out = next((lk for lk in links if lk.get_attr("IFLA_IFNAME") == iface), None)
+    if out is None:
+        return ""
+    ends = [out]
+    if _kind(out) == "bridge":
+        ends += [lk for lk in links if lk.get_attr("IFLA_MASTER") == out["index"]]
+    for link in ends:
+        name = link.get_attr("IFLA_IFNAME")
+        if _kind(link) == "tun":
+            return f"{name} is a tun/tap device: a process writes the frames it carries"
+        if _kind(link) == "veth" and link.get_attr("IFLA_LINK_NETNSID") is None:
+            return f"{name} is a veth whose other end is in this same namespace"
+    return ""
+
+
+def _kernel_sockets(proto: int) -> list[Any]:
+    """Raw sockets that get a copy of what this namespace's kernel receives (the probe's
+    protocol and ICMP, for errors); frames sent out by a process never reach them."""
+    import socket
+
+    socks = []
+    for p in dict.fromkeys((proto, socket.IPPROTO_ICMP)):
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, p)
+        s.setblocking(False)
+        socks.append(s)
+    return socks
+
+
+def _received(socks: list[Any]) -> set[tuple[str, str, int, int]]:
+    """(src, dst, IP id, protocol) of every packet the kernel got meanwhile."""
+    import socket
+
+    got = set()
+    for s in socks:
+        while True:
+            try:
+                data = s.recv(65535)
+            except OSError:
+                break
+            if len(data) >= 20:
+                ident = int.from_bytes(data[4:6], "big")
+                got.add(
+                    (socket.inet_ntoa(data[12:16]), socket.inet_ntoa(data[16:20]), ident, data[9])
+                )
+        s.close()
+    return got
+
+
+def _ip_key(pkt: Any) -> tuple[str, str, int, int]:
+    from scapy.layers.inet import IP
+
+    return (pkt[IP].src, pkt[IP].dst, pkt[IP].id, pkt[IP].proto)
+
+
 def _exchange(
     pkt: Any, dst: str, is_answer: Callable[[Any], bool], timeout: float, bpf: str
-) -> tuple[str | None, list[Frame], list[Frame], str | None, float]:
-    """Send `pkt` through the kernel (raw socket), sniff the egress interface meanwhile."""
+) -> tuple[str | None, list[Frame], list[Frame], str | None, float, str]:
+    """Send `pkt` through the kernel (raw socket), sniff the egress interface meanwhile.
+
+    The last value says why reply-shaped frames do not count ("" when they do, or when
+    there are none): see the module docstring.
+    """
     import threading
 
+    from scapy.layers.inet import IP
     from scapy.sendrecv import AsyncSniffer
     from scapy.supersocket import L3RawSocket
 
     iface, next_hop = _egress(dst)
     if iface is None:
-        return None, [], [], f"no route to {dst} ({next_hop})", 0.0
+        return None, [], [], f"no route to {dst} ({next_hop})", 0.0, ""
+    kernel = _kernel_sockets(pkt[IP].proto)
     ready = threading.Event()
     captured: list[Any] = []  # AsyncSniffer.results only exists after stop(): collect live
     sniffer = AsyncSniffer(
@@ -292,9 +386,19 @@ def _exchange(
         time.sleep(0.005)
     elapsed = (time.time() - t0) * 1000
     sniffer.stop()
+    received = _received(kernel)
     frames = [_frame(p, t0, iface) for p in captured if _related(p, next_hop, dst)]
-    replies = [_frame(p, t0, iface) for p in captured if is_answer(p)]
-    return iface, frames, replies, error, elapsed
+    answers = [p for p in captured if is_answer(p)]
+    replies = [_frame(p, t0, iface) for p in answers if IP in p and _ip_key(p) in received]
+    forged = ""
+    if answers and not replies:
+        forged = (
+            f"it was seen on {iface} but never reached this namespace's kernel: a process "
+            f"here sent it out, it did not come back across the cable"
+        )
+    elif replies:
+        forged = _cable_ends_here(iface)
+    return iface, frames, replies, error, elapsed, forged
 
 
 def _source(pkt: Any) -> str:
@@ -344,9 +448,13 @@ def _ping_inside(dst: str, ttl: int, ident: int, timeout: float, size: int) -> O
             return False
         return p[ICMP].id == ident and p[ICMP].seq == 1 and bytes(p[ICMP].payload) == data
 
-    iface, frames, replies, error, ms = _exchange(pkt, dst, is_answer, timeout, "icmp or arp")
+    iface, frames, replies, error, ms, forged = _exchange(
+        pkt, dst, is_answer, timeout, "icmp or arp"
+    )
     sent = f"ICMP echo request to {dst} (ttl {ttl}, id {ident:#06x})"
-    return Observation("icmp-echo", "", dst, sent, iface, replies, frames, error, ms, timeout)
+    return Observation(
+        "icmp-echo", "", dst, sent, iface, replies, frames, error, ms, timeout, forged=forged
+    )
 
 
 def _tcp_syn_inside(dst: str, port: int, sport: int, timeout: float) -> Observation:
@@ -363,9 +471,11 @@ def _tcp_syn_inside(dst: str, port: int, sport: int, timeout: float) -> Observat
         return ICMP in p and p[ICMP].type == 3
 
     bpf = f"(tcp and port {sport}) or icmp or arp"
-    iface, frames, replies, error, ms = _exchange(pkt, dst, is_answer, timeout, bpf)
+    iface, frames, replies, error, ms, forged = _exchange(pkt, dst, is_answer, timeout, bpf)
     sent = f"TCP SYN to {dst}:{port} (source port {sport})"
-    return Observation("tcp-syn", "", dst, sent, iface, replies, frames, error, ms, timeout)
+    return Observation(
+        "tcp-syn", "", dst, sent, iface, replies, frames, error, ms, timeout, forged=forged
+    )
 
 
 def _udp_inside(dst: str, port: int, sport: int, payload: bytes, timeout: float) -> Observation:
@@ -381,9 +491,11 @@ def _udp_inside(dst: str, port: int, sport: int, payload: bytes, timeout: float)
         return ICMP in p and p[ICMP].type == 3
 
     bpf = f"(udp and port {sport}) or icmp or arp"
-    iface, frames, replies, error, ms = _exchange(pkt, dst, is_answer, timeout, bpf)
+    iface, frames, replies, error, ms, forged = _exchange(pkt, dst, is_answer, timeout, bpf)
     sent = f"UDP datagram to {dst}:{port} (source port {sport}, {len(payload)} bytes)"
-    return Observation("udp", "", dst, sent, iface, replies, frames, error, ms, timeout)
+    return Observation(
+        "udp", "", dst, sent, iface, replies, frames, error, ms, timeout, forged=forged
+    )
 
 
 def _connect_inside(dst: str, port: int, timeout: float, payload: bytes) -> Observation:
@@ -433,7 +545,112 @@ def _connect_inside(dst: str, port: int, timeout: float, payload: bytes) -> Obse
 
 def _named(obs: Observation, ns: Netns | str) -> Observation:
     obs.ns = _ns_name(ns)
+    if obs.ok:  # only a reply needs to be vouched for
+        found = responders(ns)
+        if found:
+            obs.forged = (
+                "; ".join(found[:3]) + ": a process like that can answer in place of a kernel, "
+                "so no reply counts while it runs (stop it, then check again)"
+            )
     return obs
+
+
+# --- who else could have answered --------------------------------------------------------------
+def _run_namespaces(ns: Netns | str) -> list[str]:
+    """The namespaces of `ns`'s run (same `<prefix>-<run>` name start, same folder: in a
+    sandbox, that folder holds the submission's namespaces only)."""
+    path = _ns_path(ns)
+    folder, name = os.path.split(path)
+    run = "-".join(name.split("-")[:2])
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return [path]
+    return [os.path.join(folder, n) for n in names if n == run or n.startswith(run + "-")]
+
+
+def _packet_sockets(path: str) -> set[int]:
+    """Inodes of the packet sockets open in the namespace at `path` (its /proc/net/packet)."""
+    from course.kernel.netns import entered_path
+
+    with entered_path(path), open("/proc/thread-self/net/packet") as f:
+        rows = f.read().splitlines()[1:]
+    return {int(row.split()[-1]) for row in rows if row.split()}
+
+
+def _socket_owners(inodes: set[int], pids: list[int]) -> dict[int, int]:
+    want = {f"socket:[{i}]": i for i in inodes}
+    owners: dict[int, int] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target in want:
+                        owners[want[target]] = pid
+    return owners
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _ours(pid: int) -> bool:
+    """`pid` is this process or one it started (probe children, journeys' tcpdumps)."""
+    me = os.getpid()
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for _ in range(16):
+            if pid == me:
+                return True
+            if pid <= 1:
+                return False
+            pid = _parent(pid)
+    return False
+
+
+def _cmdline(pid: int) -> str:
+    """The command line of a live process; "" once it has exited (or is exiting)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:60]
+    except OSError:
+        return ""
+
+
+def responders(ns: Netns | str) -> list[str]:
+    """Processes, other than the grader's own, holding a packet socket in `ns`'s run.
+
+    A packet socket is what a responder (Scapy's sendp, a raw frame writer) needs to put
+    made-up replies on a cable. Clean labs have none, so this costs one small read per
+    namespace; owners are looked up only when a socket is found (in the run's namespaces
+    first, then, for a socket whose owner moved out, everywhere).
+    """
+    from course.kernel.netns import netns_inode, pids_by_netns
+
+    sockets: dict[int, str] = {}
+    run = _run_namespaces(ns)
+    for path in run:
+        with contextlib.suppress(OSError):
+            sockets |= dict.fromkeys(_packet_sockets(path), os.path.basename(path))
+    if not sockets:
+        return []
+    by_netns = pids_by_netns()
+    inside: list[int] = []
+    for path in run:
+        with contextlib.suppress(OSError):
+            inside += by_netns.get(netns_inode(path), [])
+    owners = _socket_owners(set(sockets), inside)
+    if len(owners) < len(sockets):
+        everyone = [p for pids in by_netns.values() for p in pids if p not in inside]
+        owners |= _socket_owners(set(sockets) - set(owners), everyone)
+    # A socket no process holds any more (a capture that just ended) can send nothing, nor
+    # can a process gone by now (a probe child or tcpdump of the grader, exiting).
+    return [
+        f"process {pid} ({cmd}) holds a packet socket in {sockets[inode]}"
+        for inode, pid in owners.items()
+        if not _ours(pid) and (cmd := _cmdline(pid))
+    ]
 
 
 # --- the public probes ----------------------------------------------------------------------------
