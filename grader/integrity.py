@@ -13,7 +13,10 @@ have rewritten first. So, before the first kernel of a grading run starts:
   a fixed `PATH` of system folders (never `/usr/local` or a venv), by absolute path;
 - sha256 of every file of the copy, of the interpreter, of the tools and of the shared
   libraries they load is recorded in a manifest; the manifest's own digest stays with the
-  grading process (`Integrity.digest`).
+  grading process (`Integrity.digest`);
+- the copy carries the compiled bytecode (`__pycache__/*.pyc`) Python would load for each
+  copied module, and the standard library's bytecode is hashed with its sources: what the
+  verifier executes is the `.pyc`, not the `.py` (see `_valid_bytecode`).
 
 Every verdict is accepted only if a fresh hash of all those files still matches
 (`Integrity.changed`), so a library edited with its size and mtime kept, or a tool
@@ -35,9 +38,12 @@ import os
 import re
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,8 +69,8 @@ VERIFIER_TOOLS = (
     "bird",  # lab 03: `bird -p` parse-checks a learner's config
     "birdc",  # lab 03: BGP session state
 )
-# Files of a copied package that Python never loads.
-SKIP_SUFFIXES = (".pyc", ".pyi", ".md", ".txt", ".rst")
+# Files of a copied package that Python never loads (bytecode it does load: it is hashed).
+SKIP_SUFFIXES = (".pyi", ".md", ".txt", ".rst")
 MANIFEST = "manifest.json"
 FORKSERVER = "python-forkserver"
 # The probes' forkserver is started by multiprocessing as `<executable> <flags> -c CODE`.
@@ -84,6 +90,7 @@ for arg do
 done
 exec '@PY@' "$@"
 """
+CTIME_MARGIN_NS = 1_000_000_000  # file times come from a coarse clock: one second is ample
 HOOK_MARK = "startup-hook:"  # manifest keys recording the hooks present at start
 
 
@@ -142,6 +149,24 @@ class Integrity:
         changed += [f"new start-up hook {h}" for h in startup_hooks() if HOOK_MARK + h not in known]
         return changed
 
+    def remember_stamps(self, ours: set[str], theirs: Iterable[str], since_ns: int) -> None:
+        """Record the stat of files just hashed, so the first `changed()` need not hash them
+        all again (half a second of CPU, during the first check).
+
+        Only `make_copy` calls it, before any kernel exists. `ours`: files of the copy,
+        written and made read-only by this process in its own fresh folder. `theirs`: the
+        tools and the standard library, whose stamp is kept only if their ctime is older
+        than the start of hashing (by a margin for the kernel's coarse clock): a file
+        written meanwhile is hashed again by the first `changed()`.
+        """
+        for path in ours:
+            if (stamp := _stamp(path)) is not None:
+                self._verified[path] = stamp
+        for path in theirs:
+            stamp = _stamp(path)
+            if stamp is not None and stamp[4] < since_ns - CTIME_MARGIN_NS:
+                self._verified[path] = stamp
+
     @classmethod
     def load(cls, root: Path, digest: str) -> Integrity:
         """Read the manifest of an existing copy; refuse it unless its digest matches."""
@@ -189,14 +214,86 @@ def _package_dir(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _copy_tree(src: Path, dest: Path) -> None:
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tests", "test")
-    shutil.copytree(src, dest, ignore=ignore)
+PYC_TAG = f".{sys.implementation.cache_tag}.pyc"  # the bytecode this interpreter loads
 
 
-def _shared_libraries(binary: str) -> list[str]:
-    """The shared libraries `binary` loads (from ldd, run before any kernel exists)."""
-    out = subprocess.run([tool("ldd"), binary], capture_output=True, text=True, timeout=10)
+def _valid_bytecode(data: bytes, source: os.stat_result) -> bool:
+    """Is `data` a `.pyc` Python would load for a source with this stat (timestamp mode)?
+
+    Why the copy carries bytecode: it is read-only, so a verifier started without it
+    compiles every module it imports (Scapy, pyroute2, the grader) again, in memory, each
+    time: about 2 s of CPU per verifier and per probe forkserver, paid while the learner's
+    kernel runs its first cells on the same cores. Copying the bytecode keeps the integrity
+    guarantee as it is: only the `.pyc` Python would load for this very source anyway (its
+    header naming this source's mtime and size) is taken, from the same disk the source
+    is copied from, at the same moment (the grading process already runs its own code,
+    `grader` and `nbgrader`, from such bytecode). In the copy it is read-only and hashed
+    in the manifest like every other file, so a changed `.pyc` fails every later verdict.
+    """
+    want = importlib.util.MAGIC_NUMBER + struct.pack(
+        "<III", 0, int(source.st_mtime) & 0xFFFFFFFF, source.st_size & 0xFFFFFFFF
+    )
+    return data[:16] == want
+
+
+def _cached(folder: str) -> set[str]:
+    try:
+        return {n for n in os.listdir(os.path.join(folder, "__pycache__")) if n.endswith(PYC_TAG)}
+    except OSError:
+        return set()
+
+
+def _copy_tree(src: Path, dest: Path) -> dict[str, str]:
+    """Copy `src` to `dest` (tests left out); return {copied file: sha256}.
+
+    Each file is read once, written with its mtime kept (its bytecode's header names it)
+    and hashed from the same bytes. `__pycache__` is left out too, except each module's
+    valid bytecode.
+    """
+    files: dict[str, str] = {}
+    for folder, subdirs, names in os.walk(src):
+        subdirs[:] = sorted(d for d in subdirs if d not in ("__pycache__", "tests", "test"))
+        out = os.path.normpath(os.path.join(dest, os.path.relpath(folder, src)))
+        os.makedirs(out, exist_ok=True)
+        cached = _cached(folder)
+        if cached:
+            os.mkdir(os.path.join(out, "__pycache__"))
+        for name in sorted(names):
+            if name.endswith(".pyc"):
+                continue
+            st, digest = _copy_file(os.path.join(folder, name), os.path.join(out, name))
+            if not name.endswith(SKIP_SUFFIXES):
+                files[os.path.join(out, name)] = digest
+            pyc = name[:-3] + PYC_TAG
+            if name.endswith(".py") and pyc in cached:
+                _copy_bytecode(os.path.join(folder, "__pycache__", pyc), out, st, files)
+    return files
+
+
+def _copy_file(src: str, dest: str) -> tuple[os.stat_result, str]:
+    with open(src, "rb") as f:
+        st = os.fstat(f.fileno())
+        data = f.read()
+    with open(dest, "wb") as f:
+        f.write(data)
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return st, hashlib.sha256(data).hexdigest()
+
+
+def _copy_bytecode(pyc: str, out: str, source: os.stat_result, files: dict[str, str]) -> None:
+    with open(pyc, "rb") as f:
+        data = f.read()
+    if not _valid_bytecode(data, source):
+        return  # stale: Python would compile the source instead, as without a .pyc
+    dest = os.path.join(out, "__pycache__", os.path.basename(pyc))
+    with open(dest, "wb") as f:
+        f.write(data)
+    files[dest] = hashlib.sha256(data).hexdigest()
+
+
+def _shared_libraries(binaries: list[str]) -> list[str]:
+    """The shared libraries `binaries` load (from one ldd, run before any kernel exists)."""
+    out = subprocess.run([tool("ldd"), *binaries], capture_output=True, text=True, timeout=10)
     return re.findall(r"(/\S+\.so[.\d]*)", out.stdout)
 
 
@@ -209,22 +306,36 @@ def outside_files() -> list[str]:
         except IntegrityError:
             continue  # a lab that needs it fails with a clear error of its own
     files = set(binaries)
-    for binary in binaries:
-        files.update(os.path.realpath(lib) for lib in _shared_libraries(binary))
+    files.update(os.path.realpath(lib) for lib in _shared_libraries(sorted(binaries)))
     for xtables in Path("/usr/lib").glob("*/xtables"):
         files.update(str(p) for p in xtables.glob("*.so"))
     return sorted(files)
 
 
-def stdlib_files() -> list[str]:
-    """Every module file of the standard library the verifier may import lazily."""
+def stdlib_files() -> dict[str, str]:
+    """{file: sha256} of every module of the standard library the verifier may import
+    lazily: `.py`, `.so`, and the bytecode Python loads instead of a `.py` when it is
+    valid (a `.pyc` rewritten with its header kept would otherwise run unnoticed in a probe
+    that imports its module after the kernel started)."""
     lib = os.path.dirname(os.__file__)
     skip = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "site-packages"}
-    found = []
+    found = {}
     for folder, subdirs, names in os.walk(lib):
         subdirs[:] = [d for d in subdirs if d not in skip and d != "__pycache__"]
-        found += [os.path.join(folder, n) for n in names if n.endswith((".py", ".so"))]
-    return sorted(found)
+        cached = _cached(folder)
+        for name in names:
+            if not name.endswith((".py", ".so")):
+                continue
+            path = os.path.join(folder, name)
+            found[path] = _sha256(Path(path))
+            pyc = name[:-3] + PYC_TAG
+            if name.endswith(".py") and pyc in cached:
+                pyc_path = os.path.join(folder, "__pycache__", pyc)
+                with contextlib.suppress(OSError), open(pyc_path, "rb") as f:
+                    data = f.read()
+                    if _valid_bytecode(data, os.stat(path)):
+                        found[pyc_path] = hashlib.sha256(data).hexdigest()
+    return found
 
 
 def _make_read_only(root: Path) -> None:
@@ -246,19 +357,16 @@ def make_copy(extra_labs: list[Path] | None = None, parent: Path | None = None) 
     if parent is not None:
         parent.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="k8snet-verifier-", dir=parent))
-    _copy_tree(REPO / "course", root / "course")
-    _copy_tree(REPO / "grader", root / "grader")
-    for name in VERIFIER_PACKAGES:
-        _copy_tree(_package_dir(name), root / name)
-    for i, folder in enumerate(extra_labs or []):
-        _copy_tree(folder, root / f"extra_labs_{i}")
-    files = {
-        str(p): _sha256(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.endswith(SKIP_SUFFIXES)
-    }
-    for path in (*outside_files(), *stdlib_files()):
-        files[path] = _sha256(Path(path))
+    trees = [(REPO / "course", root / "course"), (REPO / "grader", root / "grader")]
+    trees += [(_package_dir(name), root / name) for name in VERIFIER_PACKAGES]
+    trees += [(folder, root / f"extra_labs_{i}") for i, folder in enumerate(extra_labs or [])]
+    files: dict[str, str] = {}
+    for src, dest in trees:
+        files.update(_copy_tree(src, dest))
+    before_hashing = time.time_ns()
+    outside = {path: _sha256(Path(path)) for path in outside_files()}
+    outside.update(stdlib_files())
+    files.update(outside)
     for hook in startup_hooks():
         files[HOOK_MARK + hook] = "present"
     launcher = root / FORKSERVER
@@ -269,7 +377,9 @@ def make_copy(extra_labs: list[Path] | None = None, parent: Path | None = None) 
     data = json.dumps(files, indent=0, sort_keys=True).encode()
     (root / MANIFEST).write_bytes(data)
     _make_read_only(root)
-    return Integrity(root, files, hashlib.sha256(data).hexdigest())
+    made = Integrity(root, files, hashlib.sha256(data).hexdigest())
+    made.remember_stamps(set(files) - set(outside), outside, before_hashing)
+    return made
 
 
 def remove_copy(integrity: Integrity) -> None:

@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -341,11 +342,18 @@ def _read_line(stream: Any, timeout: float) -> str | None:
     return str(stream.readline())  # "" means end of file
 
 
-def _warm_probes() -> None:
-    """Start the probes' forkserver while the student's kernel starts, not at the first check."""
+def _warm_probes() -> threading.Thread:
+    """Start the probes' forkserver while the student's kernel starts, not at the first check.
+
+    In a thread: the forkserver imports Scapy (a second or more) while this process imports
+    the lab's checks, and a first check that sends no packet (a question) is answered at
+    once; a probe started meanwhile simply waits for the forkserver, as it would anyway.
+    """
     from grader import probes
 
-    probes.warm_up()
+    warm = threading.Thread(target=probes.warm_up, name="warm-probes", daemon=True)
+    warm.start()
+    return warm
 
 
 def serve(lab: str) -> int:
@@ -354,10 +362,10 @@ def serve(lab: str) -> int:
     Everything a check needs is imported first (the lab's checks, the run registry, the
     probes' forkserver), while the student's kernel does not exist yet.
     """
+    _warm_probes()
     import course.runs  # noqa: F401  (used by find_run)
 
     load_lab(lab)
-    _warm_probes()
     for line in sys.stdin:
         try:
             req = json.loads(line)

@@ -99,6 +99,25 @@ def test_verifier_finds_tools_only_in_system_folders(tmp_path: Path) -> None:
         integrity.remove_copy(copy)
 
 
+def test_the_bytecode_the_verifier_runs_is_in_the_manifest() -> None:
+    """The copy carries each module's valid .pyc (what Python runs instead of the .py) and
+    the standard library's .pyc are hashed too, so a rewritten .pyc fails the next verdict."""
+    import importlib.util
+    import json.decoder
+
+    copy = integrity.make_copy()
+    try:
+        scapy_pyc = [p for p in copy.files if "/scapy/__pycache__/" in p]
+        assert scapy_pyc and all(p.startswith(str(copy.root)) for p in scapy_pyc)
+        stdlib_pyc = importlib.util.cache_from_source(json.decoder.__file__)
+        if os.path.exists(stdlib_pyc):
+            assert stdlib_pyc in copy.files
+        assert copy.changed() == []
+        assert copy.changed() == []  # stamps known: nothing hashed again, nothing changed
+    finally:
+        integrity.remove_copy(copy)
+
+
 def test_a_changed_tool_or_library_file_is_noticed_even_with_size_and_mtime_kept(
     tmp_path: Path,
 ) -> None:
