@@ -344,22 +344,37 @@ def destroy_all() -> None:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold SIGINT, SIGTERM and SIGHUP for the block, then deliver any that arrived.
+    """Hold SIGINT, SIGTERM and SIGHUP for the block, then hand on any that arrived.
 
-    Only the main thread receives Python's signals, so only there is there anything to
-    hold. Teardown starts no long-lived process, which would inherit the blocked mask.
+    Python runs signal handlers in the main thread only, so only there is there anything
+    to hold. A kernel-level mask would not do: in a process with other threads (a Jupyter
+    kernel, a pytest-xdist worker) the kernel hands the signal to a thread that does not
+    block it, and the main thread still runs the handler. So the handlers are swapped for
+    one that notes the signal, and the previous handler gets it afterwards.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _: caught.append(signum)) for sig in _HELD}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in caught:
+            _deliver(signum, previous[signum])
 
 
-_HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+def _deliver(signum: int, handler: Any) -> None:
+    """Do what `handler` (as signal.getsignal returned it) would have done with `signum`."""
+    if callable(handler):
+        handler(signum, None)  # Python's SIGINT handler raises KeyboardInterrupt here
+    elif handler == signal.SIG_DFL:
+        os.kill(os.getpid(), signum)  # the default action: for SIGTERM/SIGHUP, exit
+
+
+_HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -160,8 +160,12 @@ def test_ctrl_c_in_the_middle_of_popen_loses_no_process(pair, monkeypatch):
     # Not wrapped in nsenter: like a child that has not entered the namespace yet when
     # teardown looks for processes inside it, so only the record of the start can stop it.
     monkeypatch.setattr(a, "_argv", list)
-    with pytest.raises(KeyboardInterrupt):
-        a.popen(["sleep", "60"])
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own Ctrl-C
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            a.popen(["sleep", "60"])
+    finally:
+        signal.signal(signal.SIGINT, before)
     monkeypatch.undo()
     a.delete()
     try:

@@ -134,12 +134,14 @@ def test_down_all_leaves_other_prefixes_alone(private_prefix):
     assert _netns(other) == []
 
 
-def test_ctrl_c_during_teardown_waits_for_it_to_finish(private_prefix):
+def test_ctrl_c_during_teardown_waits_for_it_to_finish(private_prefix, monkeypatch):
     """Ctrl-C landing in the middle of teardown used to abort it (KeyboardInterrupt is not
     an Exception), leaving namespaces and BIRDs behind; it is now held until teardown ends."""
+    from course import runs
     from course.kernel import list_netns
     from course.topology import Cluster
 
+    monkeypatch.setattr(runs, "PREFIX", private_prefix)  # read at import: this process's too
     cluster = Cluster("t-intr", nodes=2, pods_per_node=1).build()
 
     def interrupted_hook() -> None:
@@ -147,19 +149,27 @@ def test_ctrl_c_during_teardown_waits_for_it_to_finish(private_prefix):
         time.sleep(0.1)  # a handler would have run by now, were the signal not held
 
     cluster.teardown_hooks.append(interrupted_hook)
-    with pytest.raises(KeyboardInterrupt):
-        cluster.destroy()  # the held Ctrl-C is delivered once everything is gone
-    assert list_netns(private_prefix + "-") == []
+    # Python's own Ctrl-C handler (an earlier test in this process may have set another).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cluster.destroy()  # the held Ctrl-C is delivered once everything is gone
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert cluster.prefix.startswith(private_prefix + "-")
+    assert list_netns(cluster.prefix) == []
 
 
-def test_teardown_removes_the_notes_kept_for_the_run(private_prefix):
+def test_teardown_removes_the_notes_kept_for_the_run(private_prefix, monkeypatch):
     """Break/fix attempt counts and iptables-restore rejections live under /run per run;
     they go with the run (they used to pile up, and could mislead a later run)."""
+    from course import runs
     from course.kernel import KernelError
     from course.kernel import netns as kernel_netns
     from course.topology import Cluster
     from grader import breakfix
 
+    monkeypatch.setattr(runs, "PREFIX", private_prefix)
     cluster = Cluster("t-notes", nodes=1, pods_per_node=1).build()
     node = cluster.nodes[0].ns
     with pytest.raises(KernelError, match="rejected"):
