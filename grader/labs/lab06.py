@@ -194,7 +194,8 @@ def rejected(sent: str) -> str:
     """Why the chain may be empty: the node's last iptables-restore, if it was refused."""
     ns_name = sent.rsplit(" ", 1)[-1]
     try:
-        note = (kernel_netns.RESTORE_ERRORS / f"{ns_name}.txt")  # (re-rooted in a sandbox).read_text().strip()
+        # RESTORE_ERRORS is re-rooted in a sandbox
+        note = (kernel_netns.RESTORE_ERRORS / f"{ns_name}.txt").read_text().strip()
     except OSError:
         return ""
     return (
