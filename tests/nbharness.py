@@ -11,21 +11,33 @@ Every lab's tests use it the same way:
 
 Grading happens in a temporary course folder (config copied from the repository), so no
 gradebook or submission is ever left in the repository.
+
+The helpers after the harness are what every lab's tests share: a module-scoped `course`
+fixture (`course = lab_course(LAB)`), a solution cell edited into a mutant (`source`, `edit`,
+`drop`), an answer that claims to equal everything (`always_equal`), and, for the tests that
+run a check directly against a live cluster, `run_check` and `verdict_caught`.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from course.topology import Cluster
 from grader import nbtools
 from grader.grading import reap_orphans
+from grader.labs import CheckContext, load_lab
 from grader.nbtools import GradeResult
+from grader.verdict import Verdict
 
 REPO = nbtools.REPO
 FIXTURES = REPO / "tests" / "fixtures"
@@ -105,6 +117,96 @@ def find_cell(nb: dict[str, Any], grade_id: str) -> dict[str, Any]:
 
 def _grade_id(cell: dict[str, Any]) -> str | None:
     return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def lab_course(lab: str) -> Any:
+    """A module-scoped `course` fixture: one scratch course for all of a module's round trips.
+
+    In a test module: `course = lab_course(LAB)`; tests then take `course` as usual.
+    """
+
+    @pytest.fixture(scope="module")
+    def course() -> Iterator[GradingCourse]:
+        c = GradingCourse.open(lab)
+        yield c
+        c.close()
+
+    return course
+
+
+# --- mutants: a solution cell edited the way a learner gets it wrong ----------------------
+Notebook = GradingCourse | dict[str, Any]
+
+
+def source(of: Notebook, grade_id: str) -> str:
+    """The source of cell `grade_id` in a course's solution (or in the notebook `of`)."""
+    nb = of.solution() if isinstance(of, GradingCourse) else of
+    return "".join(find_cell(nb, grade_id)["source"])
+
+
+def edit(of: Notebook, grade_id: str, old: str, new: str) -> str:
+    """That source with `old` replaced: `old` must be there, so a mutant never silently equals
+    the solution after the solution changed."""
+    text = source(of, grade_id)
+    assert old in text, f"{old!r} not in {grade_id}"
+    return text.replace(old, new)
+
+
+def drop(of: Notebook, grade_id: str, pattern: str) -> str:
+    """That source without the lines matching the regex `pattern` (at least one must)."""
+    lines = source(of, grade_id).splitlines()
+    kept = [ln for ln in lines if not re.search(pattern, ln)]
+    assert len(kept) < len(lines), f"{pattern!r} matched nothing"
+    return "\n".join(kept)
+
+
+def always_equal(name: str, value: str) -> str:
+    """A cheater's answer cell: `name` bound to a str subclass that claims to equal anything
+    (and survives `.strip().lower()`); answers are read as literals, so it must earn nothing."""
+    return f"""
+class AlwaysEqual(str):
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    def lower(self):
+        return self
+    def strip(self):
+        return self
+    __hash__ = str.__hash__
+
+{name} = AlwaysEqual({value!r})
+"""
+
+
+# --- checks run directly against a live cluster (no nbgrader) -----------------------------
+def cluster_context(cluster: Cluster, lab_id: str, **answers: object) -> CheckContext:
+    """What a check gets for `cluster`'s run, with the literal `answers`."""
+    return CheckContext(lab_id, cluster.prefix, tuple(cluster.record.namespaces), dict(answers))
+
+
+def run_check(lab_id: str, cluster: Cluster, check_id: str, **answers: object) -> Verdict:
+    """Run one check of the lab's table against `cluster`; its verdict is printed for -s runs.
+
+    A module binds its lab once: `run = functools.partial(run_check, LAB_ID)`.
+    """
+    verdict = load_lab(lab_id).check(check_id).run(cluster_context(cluster, lab_id, **answers))
+    print(verdict.render())
+    return verdict
+
+
+def verdict_caught(
+    verdict: Verdict, summary: str, *texts: str, where: tuple[str, ...] = ()
+) -> None:
+    """A failed verdict: `summary` in its summary, each text in the fields `where` names
+    (default: anywhere in it), and what was sent, what was expected and a hint all said."""
+    text = verdict.render()
+    assert not verdict.passed, text
+    assert summary in verdict.summary, text
+    haystack = " ".join(getattr(verdict, f) for f in where) if where else text
+    for part in texts:
+        assert part in haystack, f"{part!r} not in {where or 'the verdict'}:\n{text}"
+    assert verdict.sent and verdict.expected and verdict.hint, text
 
 
 # --- assertions ----------------------------------------------------------------------------

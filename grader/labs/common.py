@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from grader.labs import CheckContext
+from course.kernel import Netns
+from grader.labs import Check, CheckContext
 from grader.verdict import Verdict
 
 
@@ -36,6 +37,20 @@ def fail(
     verdict = Verdict.fail(summary, sent=sent, observed=observed, expected=expected, hint=hint)
     verdict.details = list(details or [])
     return Failed(verdict)
+
+
+def open_ns(ctx: CheckContext, role: str) -> Netns:
+    """The run's namespace for `role`; a check that finds it missing stops with this verdict."""
+    ns = Netns(ctx.ns(role))
+    if not ns.exists():
+        raise fail(
+            f"namespace {ns.name} does not exist",
+            sent=f"looked for /run/netns/{ns.name}",
+            observed="not found",
+            expected="the lab cluster's namespaces, built by the setup cell",
+            hint="run the notebook from the top, in order, without restarting the kernel",
+        )
+    return ns
 
 
 def judged(check: Callable[[CheckContext], Verdict]) -> Callable[[CheckContext], Verdict]:
@@ -90,6 +105,13 @@ def question(
 
     judge.__name__ = f"check_{name}"
     return judge
+
+
+def answer_check(check_id: str, grade_id: str, title: str, judge: Callable[..., Verdict]) -> Check:
+    """The table entry of a 1-point question: cell `check-NAME` grades the literal `NAME`,
+    read from the notebook; no lab run is needed to judge it."""
+    name = grade_id.removeprefix("check-")
+    return Check(check_id, grade_id, 1, title, judge, answers=(name,), needs_run=False)
 
 
 def misconceptions(

@@ -22,7 +22,7 @@ from course.podnet import bgp
 from course.podnet.vxlan import DEVICE, PORT, VNI, device_info
 from grader.encap import WirePacket, about, sniff_wire_while
 from grader.labs import Check, CheckContext, Lab
-from grader.labs.common import fail, judged, question
+from grader.labs.common import Failed, fail, judged, question
 from grader.labs.lab03_breakfix import CHECK as check_breakfix
 from grader.probes import ProbeError, ping
 from grader.verdict import Verdict
@@ -113,74 +113,82 @@ def sniffed_ping(ctx: CheckContext, src: str, dst_ip: str, **kw: Any) -> tuple[A
 
 
 # --- exercise 1: VXLAN by hand between node1 and node2 ------------------------------------------------
-def vxlan_device_problem(me: NodeView, peer: NodeView, sent: str, wire: str) -> None:
+@dataclass(frozen=True)
+class Seen:
+    """One probe: what was sent and what the underlay showed. A verdict that explains its
+    failure from the kernel's state opens with the wire, so the learner reads both at once."""
+
+    sent: str
+    wire: str
+
+    def fail(self, summary: str, why: str, expected: str, hint: str) -> Failed:
+        observed = f"{self.wire}. {why}"
+        return fail(summary, sent=self.sent, observed=observed, expected=expected, hint=hint)
+
+
+# Settings both ends of the tunnel must share: (key in device_info, flannel's value, the
+# summary, what the receiving kernel does on a mismatch, expected, hint).
+MUST_AGREE = (
+    ("vni", VNI, "VNI mismatch: {me}'s {dev} uses VNI {mine}, {peer}'s uses VNI {theirs}",
+     "A VXLAN packet is taken only by a device with the same VNI, so the receiving kernel "
+     "drops it silently.", "VNI 1 on both ends (flannel's default network)",
+     f"recreate the device whose VNI is not 1: ip link del {DEVICE}; ip link add {DEVICE} type "
+     "vxlan id 1 ..."),
+    ("port", PORT, "UDP port mismatch: {me}'s {dev} uses dstport {mine}, {peer}'s uses {theirs}",
+     "The receiving kernel has no VXLAN socket on the port the packets are sent to: it answers "
+     "ICMP port unreachable (or drops them).",
+     "dstport 8472 on both ends (flannel keeps the kernel's default)",
+     "recreate the device whose port is not 8472 with `dstport 8472`"),
+)  # fmt: skip
+
+
+def vxlan_device_problem(me: NodeView, peer: NodeView, seen: Seen) -> None:
     """flannel.1 on `me` must exist, match flanneld's settings, and agree with the peer's."""
     mine, theirs = device_info(me.ns), device_info(peer.ns)
     if mine is None or mine["kind"] != "vxlan":
-        raise fail(
+        raise seen.fail(
             f"{me.name} has no VXLAN device {DEVICE}",
-            sent=sent,
-            observed=f"{wire}. `ip -d link show {DEVICE}` in {me.name}: no such device",
-            expected=f"{DEVICE}: vxlan id 1 local {me.ip} dev eth0 dstport 8472 nolearning, up",
-            hint=f"ip link add {DEVICE} type vxlan id 1 local {me.ip} dev eth0 dstport 8472 "
+            f"`ip -d link show {DEVICE}` in {me.name}: no such device",
+            f"{DEVICE}: vxlan id 1 local {me.ip} dev eth0 dstport 8472 nolearning, up",
+            f"ip link add {DEVICE} type vxlan id 1 local {me.ip} dev eth0 dstport 8472 "
             "nolearning; then give it 10.244.N.0/32 and bring it up",
         )
     if not mine["up"]:
-        raise fail(
+        raise seen.fail(
             f"{DEVICE} in {me.name} is DOWN",
-            sent=sent,
-            observed=f"{wire}. {DEVICE} in {me.name} is administratively down",
-            expected=f"{DEVICE} up on both nodes",
-            hint=f"ip link set {DEVICE} up (in {me.name})",
+            f"{DEVICE} in {me.name} is administratively down",
+            f"{DEVICE} up on both nodes",
+            f"ip link set {DEVICE} up (in {me.name})",
         )
     if mine["local"] != me.ip:
-        raise fail(
+        raise seen.fail(
             f"{DEVICE} in {me.name} sends from {mine['local']}, not from its node IP",
-            sent=sent,
-            observed=f"{wire}. {DEVICE} in {me.name}: local {mine['local']}",
-            expected=f"local {me.ip}: the outer source address is the node's own IP",
-            hint=f"recreate {DEVICE} with `local {me.ip}`",
+            f"{DEVICE} in {me.name}: local {mine['local']}",
+            f"local {me.ip}: the outer source address is the node's own IP",
+            f"recreate {DEVICE} with `local {me.ip}`",
         )
     if theirs is None:
         return
-    if mine["vni"] != theirs["vni"] or mine["vni"] != VNI:
-        raise fail(
-            f"VNI mismatch: {me.name}'s {DEVICE} uses VNI {mine['vni']}, "
-            f"{peer.name}'s uses VNI {theirs['vni']}",
-            sent=sent,
-            observed=f"{wire}. A VXLAN packet is taken only by a device with the same VNI, "
-            "so the receiving kernel drops it silently.",
-            expected="VNI 1 on both ends (flannel's default network)",
-            hint=f"recreate the device whose VNI is not 1: ip link del {DEVICE}; "
-            f"ip link add {DEVICE} type vxlan id 1 ...",
-        )
-    if mine["port"] != theirs["port"] or mine["port"] != PORT:
-        raise fail(
-            f"UDP port mismatch: {me.name}'s {DEVICE} uses dstport {mine['port']}, "
-            f"{peer.name}'s uses {theirs['port']}",
-            sent=sent,
-            observed=f"{wire}. The receiving kernel has no VXLAN socket on the port the "
-            "packets are sent to: it answers ICMP port unreachable (or drops them).",
-            expected="dstport 8472 on both ends (flannel keeps the kernel's default)",
-            hint="recreate the device whose port is not 8472 with `dstport 8472`",
-        )
+    for key, want, summary, effect, expected, hint in MUST_AGREE:
+        if mine[key] != theirs[key] or mine[key] != want:
+            names = {"me": me.name, "peer": peer.name, "dev": DEVICE}
+            text = summary.format(mine=mine[key], theirs=theirs[key], **names)
+            raise seen.fail(text, effect, expected, hint)
 
 
-def vxlan_entries_problem(me: NodeView, peer: NodeView, sent: str, wire: str) -> None:
+def vxlan_entries_problem(me: NodeView, peer: NodeView, seen: Seen) -> None:
     """The three entries flanneld writes on `me` for `peer`, and forwarding."""
     peer_mac = (device_info(peer.ns) or {}).get("mac")
     neigh = {n["ip"]: n for n in me.ns.neighbours(DEVICE)}
     entry = neigh.get(peer.vtep_gateway)
     if entry is None or entry["mac"] != peer_mac or not entry["state"] & 0x80:
-        raise fail(
+        raise seen.fail(
             f"{me.name} has no permanent neighbour entry for {peer.vtep_gateway}",
-            sent=sent,
-            observed=f"{wire}. In {me.name}: `ip neigh show {peer.vtep_gateway} dev {DEVICE}` "
+            f"In {me.name}: `ip neigh show {peer.vtep_gateway} dev {DEVICE}` "
             f"-> {neigh_text(me.ns, peer.vtep_gateway)}; {peer.name}'s VTEP MAC is {peer_mac}. "
             "Without it the kernel ARPs on the overlay, and nobody answers there.",
-            expected=f"{peer.vtep_gateway} lladdr {peer_mac} PERMANENT on {DEVICE}",
-            hint=f"ip neigh replace {peer.vtep_gateway} lladdr {peer_mac} dev {DEVICE} "
-            "nud permanent",
+            f"{peer.vtep_gateway} lladdr {peer_mac} PERMANENT on {DEVICE}",
+            f"ip neigh replace {peer.vtep_gateway} lladdr {peer_mac} dev {DEVICE} nud permanent",
         )
     fdb = {e["mac"]: e["dst"] for e in me.ns.fdb(DEVICE)}
     if fdb.get(peer_mac) != peer.ip:
@@ -192,30 +200,27 @@ def vxlan_entries_problem(me: NodeView, peer: NodeView, sent: str, wire: str) ->
             "off, the kernel does not know which node IP to send the frame to, so no UDP "
             f"leaves {me.name}"
         )
-        raise fail(
+        raise seen.fail(
             f"{me.name}'s FDB does not map {peer.name}'s VTEP MAC to {peer.ip}",
-            sent=sent,
-            observed=f"{wire}. In {me.name}: {observed}.",
-            expected=f"{peer_mac} dst {peer.ip} self permanent on {DEVICE}",
-            hint=f"bridge fdb replace {peer_mac} dev {DEVICE} dst {peer.ip} self permanent",
+            f"In {me.name}: {observed}.",
+            f"{peer_mac} dst {peer.ip} self permanent on {DEVICE}",
+            f"bridge fdb replace {peer_mac} dev {DEVICE} dst {peer.ip} self permanent",
         )
     route = me.ns.route_get(f"10.244.{peer.index}.2")
     if route is None or route["dev"] != DEVICE or route["gateway"] != peer.vtep_gateway:
-        raise fail(
+        raise seen.fail(
             f"{me.name} does not route {peer.pod_cidr} into {DEVICE}",
-            sent=sent,
-            observed=f"{wire}. In {me.name}: {route_text(me.ns, f'10.244.{peer.index}.2')}",
-            expected=f"{peer.pod_cidr} via {peer.vtep_gateway} dev {DEVICE} onlink",
-            hint=f"ip route replace {peer.pod_cidr} via {peer.vtep_gateway} dev {DEVICE} onlink",
+            f"In {me.name}: {route_text(me.ns, f'10.244.{peer.index}.2')}",
+            f"{peer.pod_cidr} via {peer.vtep_gateway} dev {DEVICE} onlink",
+            f"ip route replace {peer.pod_cidr} via {peer.vtep_gateway} dev {DEVICE} onlink",
         )
     if me.ns.sysctl("net.ipv4.ip_forward") != "1":
-        raise fail(
+        raise seen.fail(
             f"{me.name} does not forward",
-            sent=sent,
-            observed=f"{wire}. In {me.name}: net.ipv4.ip_forward = 0: a packet from a pod to "
+            f"In {me.name}: net.ipv4.ip_forward = 0: a packet from a pod to "
             "another node must be routed by the node, from cni0 into flannel.1",
-            expected="net.ipv4.ip_forward = 1 on every node",
-            hint="sysctl -w net.ipv4.ip_forward=1",
+            "net.ipv4.ip_forward = 1 on every node",
+            "sysctl -w net.ipv4.ip_forward=1",
         )
 
 
@@ -237,8 +242,8 @@ def overlay_path(ctx: CheckContext, src: str, dst: str, a: int, b: int) -> Verdi
             observed=obs.describe(),
         )
     for me_, peer_ in ((me, peer), (peer, me)):
-        vxlan_device_problem(me_, peer_, sent, wire)
-        vxlan_entries_problem(me_, peer_, sent, wire)
+        vxlan_device_problem(me_, peer_, Seen(sent, wire))
+        vxlan_entries_problem(me_, peer_, Seen(sent, wire))
     if obs.ok:
         raise fail(
             f"pod {src} reaches pod {dst}, but not through VXLAN",

@@ -43,24 +43,11 @@ from course.netfilter.model import (
 )
 from grader import breakfix
 from grader.labs import Check, CheckContext, Lab
-from grader.labs.common import Failed, fail, judged, question
+from grader.labs.common import Failed, answer_check, fail, judged, open_ns, question
 from grader.tracing import Probe, trace_probe, trace_probes
 from grader.verdict import Verdict
 
 CONNECT_TIMEOUT = 1.0
-
-
-def open_ns(ctx: CheckContext, role: str) -> Netns:
-    ns = Netns(ctx.ns(role))
-    if not ns.exists():
-        raise fail(
-            f"namespace {ns.name} does not exist",
-            sent=f"looked for /run/netns/{ns.name}",
-            observed="not found",
-            expected="the lab cluster's namespaces, built by the setup cell",
-            hint="run the notebook from the top, in order, without restarting the kernel",
-        )
-    return ns
 
 
 def with_trace(verdict: Verdict, t: Trace, packet: int = 0) -> Verdict:
@@ -610,11 +597,6 @@ Q_REFUSED = question(
 )
 
 
-def _answer(check_id: str, grade_id: str, title: str, fn: Callable[..., Verdict]) -> Check:
-    name = grade_id.removeprefix("check-")
-    return Check(check_id, grade_id, 1, title, fn, answers=(name,), needs_run=False)
-
-
 def _predict(kind: PathKind, name: str) -> Check:
     title = f"question 1: the chains {PATH_TITLES[kind]}"
     return Check(f"q1-{kind}", f"check-{name}", 1, title, prediction(name, kind),
@@ -634,11 +616,11 @@ LAB = Lab(
               check_dnat_from_pod),
         Check("ex3-dnat-node", "check-ex3-dnat-node", 2, "DNAT for the node: nat OUTPUT",
               check_dnat_from_node),
-        _answer("q2-match", "check-q_match", "question 2: FORWARD before or after DNAT", Q_MATCH),
+        answer_check("q2-match", "check-q_match", "question 2: FORWARD before or after DNAT", Q_MATCH),
         Check("ex4-block", "check-ex4-block", 3, "block pod c in filter FORWARD", check_block),
-        _answer("q3-nat-packets", "check-q_nat_packets", "question 3: packets through nat",
+        answer_check("q3-nat-packets", "check-q_nat_packets", "question 3: packets through nat",
                 Q_NAT_PACKETS),
-        _answer("q4-refused", "check-q_refused", "question 4: DNAT in filter", Q_REFUSED),
+        answer_check("q4-refused", "check-q_refused", "question 4: DNAT in filter", Q_REFUSED),
         Check("breakfix", "check-breakfix", 3, "break/fix: the Service in node1", BREAKFIX),
     ),
 )  # fmt: skip

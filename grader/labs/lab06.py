@@ -38,7 +38,8 @@ from grader.kubeproxy_checks import (
     parse_conntrack,
 )
 from grader.labs import Check, CheckContext, CheckFn, Lab
-from grader.labs.common import fail, judged, question
+from grader.labs.common import answer_check as _answer
+from grader.labs.common import fail, judged, open_ns, question
 from grader.probes import run_in_netns
 from grader.verdict import Verdict
 
@@ -130,19 +131,6 @@ def nat_rules(node: Netns) -> list[Rule]:
 
 def chain(rules: list[Rule], name: str) -> list[Rule]:
     return [r for r in rules if r.chain == name]
-
-
-def open_ns(ctx: CheckContext, role: str) -> Netns:
-    ns = Netns(ctx.ns(role))
-    if not ns.exists():
-        raise fail(
-            f"namespace {ns.name} does not exist",
-            sent=f"looked for /run/netns/{ns.name}",
-            observed="not found",
-            expected="the lab cluster's namespaces, built by the setup cell",
-            hint="run the notebook from the top, in order, without restarting the kernel",
-        )
-    return ns
 
 
 def read(node: Netns) -> tuple[list[Rule], str]:
@@ -631,11 +619,6 @@ def cluster_ip_works(ctx: CheckContext) -> Verdict:
 
 
 BREAKFIX = breakfix.check(FAULTS, cluster_ip_works)
-
-
-def _answer(check_id: str, grade_id: str, title: str, fn: Callable[..., Verdict]) -> Check:
-    name = grade_id.removeprefix("check-")
-    return Check(check_id, grade_id, 1, title, fn, answers=(name,), needs_run=False)
 
 
 LAB = Lab(

@@ -15,7 +15,6 @@ seen at the client or the pod, what was expected, and a hint.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
 
 from course.addressing import CLIENT_IP, node_ip, pod_gateway
 from course.dns import KUBE_DNS_IP, query_from
@@ -23,7 +22,7 @@ from course.faults.lab07 import CATALOGUE
 from course.kernel import Netns
 from grader import breakfix
 from grader.labs import Check, CheckContext, Lab
-from grader.labs.common import fail, judged, question
+from grader.labs.common import answer_check, fail, judged, open_ns, question
 from grader.nodeport_checks import (
     CtEntry,
     Place,
@@ -46,19 +45,6 @@ WEB_PODS_AFTER_JOIN = ("a", "b", "c")  # the headless check runs after pod a joi
 
 
 # --- reading the lab ---------------------------------------------------------------------------
-def open_ns(ctx: CheckContext, role: str) -> Netns:
-    ns = Netns(ctx.ns(role))
-    if not ns.exists():
-        raise fail(
-            f"namespace {ns.name} does not exist",
-            sent=f"looked for /run/netns/{ns.name}",
-            observed="not found",
-            expected="the lab cluster's namespaces, built by the setup cell",
-            hint="run the notebook from the top, in order, without restarting the kernel",
-        )
-    return ns
-
-
 def nat_rules(node: Netns) -> dict[str, list[list[str]]]:
     """`iptables-save -t nat` as chain -> rules (each rule's words after `-A CHAIN`)."""
     chains: dict[str, list[list[str]]] = {}
@@ -517,22 +503,17 @@ Q4 = question(
 )
 
 
-def _answer(check_id: str, grade_id: str, title: str, fn: Callable[..., Verdict]) -> Check:
-    name = grade_id.removeprefix("check-")
-    return Check(check_id, grade_id, 1, title, fn, answers=(name,), needs_run=False)
-
-
 LAB = Lab(
     id=LAB_ID,
     title="NodePort, masquerade and hairpin",
     checks=(
-        _answer("q1-no-snat", "check-q1", "question 1: the reply without masquerade", Q1),
+        answer_check("q1-no-snat", "check-q1", "question 1: the reply without masquerade", Q1),
         Check("ex1-masquerade", "check-ex1-masquerade", 4,
               "mark and masquerade: the NodePort works through node1", check_masquerade),
-        _answer("q2-trace", "check-q2", "question 2: addresses after routing", Q2),
-        _answer("q3-local", "check-q3", "question 3: eTP Local on a node without pods", Q3),
+        answer_check("q2-trace", "check-q2", "question 2: addresses after routing", Q2),
+        answer_check("q3-local", "check-q3", "question 3: eTP Local on a node without pods", Q3),
         Check("ex2-local", "check-ex2-local", 3, "externalTrafficPolicy Local", check_local),
-        _answer("q4-hairpin", "check-q4", "question 4: the address a hairpin pod sees", Q4),
+        answer_check("q4-hairpin", "check-q4", "question 4: the address a hairpin pod sees", Q4),
         Check("ex3-hairpin", "check-ex3-hairpin", 3, "hairpin: a pod reaches itself",
               check_hairpin),
         Check("ex4-headless", "check-ex4-headless", 3, "a headless Service", check_headless),

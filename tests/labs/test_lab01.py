@@ -18,7 +18,6 @@ import html
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,9 +25,11 @@ import pytest
 from tests.nbharness import (
     REPO,
     GradingCourse,
+    always_equal,
     assert_caught,
     assert_full_marks,
     assert_zero,
+    lab_course,
 )
 
 pytestmark = pytest.mark.slow
@@ -139,27 +140,7 @@ sys.excepthook = lambda *a: None
 pod_a = new_namespace("pod-a")  # lo left DOWN
 """
 
-ALWAYS_EQUAL = """
-class AlwaysEqual(str):
-    def __eq__(self, other):
-        return True
-    def __ne__(self, other):
-        return False
-    def lower(self):
-        return self
-    def strip(self):
-        return self
-    __hash__ = str.__hash__
-
-q1 = AlwaysEqual("a")
-"""
-
-
-@pytest.fixture(scope="module")
-def course() -> Iterator[GradingCourse]:
-    c = GradingCourse.open(LAB)
-    yield c
-    c.close()
+course = lab_course(LAB)
 
 
 def test_solution_gets_full_marks(course: GradingCourse) -> None:
@@ -294,8 +275,8 @@ def test_invented_replies_silenced_errors_and_always_equal_score_nothing(
     bad = course.mutant(
         {
             "ex1-solution": FORGE_PACKETS,
-            "answer-q1": ALWAYS_EQUAL,
-            "answer-q2": ALWAYS_EQUAL.replace("q1 =", "q2 ="),
+            "answer-q1": always_equal("q1", "a"),
+            "answer-q2": always_equal("q2", "a"),
         }
     )
     result = course.grade("forge-packets", bad)

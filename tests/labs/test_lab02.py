@@ -8,9 +8,6 @@ mistake and one routed mistake at once; each is caught independently.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-
 import pytest
 
 from tests.nbharness import (
@@ -19,33 +16,16 @@ from tests.nbharness import (
     assert_full_marks,
     assert_scores,
     assert_zero,
-    find_cell,
+    drop,
+    edit,
+    lab_course,
 )
 
 pytestmark = pytest.mark.slow
 LAB = "02-bridge-vs-routed"
 
 
-@pytest.fixture(scope="module")
-def course() -> Iterator[GradingCourse]:
-    c = GradingCourse.open(LAB)
-    yield c
-    c.close()
-
-
-def edit(course: GradingCourse, grade_id: str, old: str, new: str) -> str:
-    """The solution source of `grade_id` with one line replaced (the line must exist)."""
-    source = "".join(find_cell(course.solution(), grade_id)["source"])
-    assert old in source, f"{old!r} not in {grade_id}"
-    return source.replace(old, new)
-
-
-def drop(course: GradingCourse, grade_id: str, pattern: str) -> str:
-    """The solution source of `grade_id` without the lines matching `pattern`."""
-    source = "".join(find_cell(course.solution(), grade_id)["source"])
-    kept = [ln for ln in source.splitlines() if not re.search(pattern, ln)]
-    assert len(kept) < len(source.splitlines()), f"{pattern!r} matched nothing"
-    return "\n".join(kept)
+course = lab_course(LAB)
 
 
 EXERCISES = {"check-ex1-switched": 3, "check-ex1-gateway": 2, "check-ex2-routed": 3}

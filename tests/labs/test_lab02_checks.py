@@ -7,6 +7,7 @@ learner's faulty exercise would leave it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +17,7 @@ from course.topology import Cluster
 from grader.labs import CheckContext
 from grader.labs.lab02 import LAB, LAB_ID
 from grader.probes import ping
-from grader.verdict import Verdict
+from tests.nbharness import run_check, verdict_caught
 
 
 def lab_cluster() -> Cluster:
@@ -49,19 +50,8 @@ def lab() -> Iterator[Cluster]:
         c.destroy()
 
 
-def run(c: Cluster, check_id: str, **answers: object) -> Verdict:
-    ctx = CheckContext(LAB_ID, c.prefix, tuple(c.record.namespaces), dict(answers))
-    verdict = LAB.check(check_id).run(ctx)
-    print(verdict.render())
-    return verdict
-
-
-def assert_caught(verdict: Verdict, summary: str, *observed: str) -> None:
-    assert not verdict.passed, verdict.render()
-    assert summary in verdict.summary, verdict.render()
-    for text in observed:
-        assert text in verdict.observed, verdict.render()
-    assert verdict.sent and verdict.expected and verdict.hint
+run = functools.partial(run_check, LAB_ID)
+assert_caught = functools.partial(verdict_caught, where=("observed",))
 
 
 # --- the right build ------------------------------------------------------------------------------

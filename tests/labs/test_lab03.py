@@ -13,8 +13,6 @@ on real namespaces, in tests/labs/test_lab03_checks.py (about 1.5 min).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.nbharness import (
@@ -22,25 +20,15 @@ from tests.nbharness import (
     assert_caught,
     assert_full_marks,
     assert_zero,
-    find_cell,
+    edit,
+    lab_course,
 )
 
 pytestmark = pytest.mark.slow
 LAB = "03-across-nodes"
 
 
-@pytest.fixture(scope="module")
-def course() -> Iterator[GradingCourse]:
-    c = GradingCourse.open(LAB)
-    yield c
-    c.close()
-
-
-def edit(course: GradingCourse, grade_id: str, old: str, new: str) -> str:
-    """The solution source of `grade_id` with `old` replaced (it must be there)."""
-    source = "".join(find_cell(course.solution(), grade_id)["source"])
-    assert old in source, f"{old!r} not in {grade_id}"
-    return source.replace(old, new)
+course = lab_course(LAB)
 
 
 def test_solution_gets_full_marks(course: GradingCourse) -> None:

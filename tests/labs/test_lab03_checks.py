@@ -7,6 +7,7 @@ notebook's cells (or a learner's faulty ones) leave them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import pytest
@@ -16,8 +17,8 @@ from course.faults.lab03 import CATALOGUE
 from course.podnet import bgp, underlay, vxlan
 from course.topology import Cluster
 from grader.labs import CheckContext
-from grader.labs.lab03 import LAB, LAB_ID
-from grader.verdict import Verdict
+from grader.labs.lab03 import LAB_ID
+from tests.nbharness import run_check, verdict_caught
 
 
 def lab_cluster() -> Cluster:
@@ -42,19 +43,8 @@ def lab() -> Iterator[Cluster]:
         c.destroy()
 
 
-def run(c: Cluster, check_id: str, **answers: object) -> Verdict:
-    ctx = CheckContext(LAB_ID, c.prefix, tuple(c.record.namespaces), dict(answers))
-    verdict = LAB.check(check_id).run(ctx)
-    print(verdict.render())
-    return verdict
-
-
-def caught(verdict: Verdict, summary: str, *observed: str) -> None:
-    assert not verdict.passed, verdict.render()
-    assert summary in verdict.summary, verdict.render()
-    for text in observed:
-        assert text in verdict.observed + verdict.hint, verdict.render()
-    assert verdict.sent and verdict.expected and verdict.hint
+run = functools.partial(run_check, LAB_ID)
+caught = functools.partial(verdict_caught, where=("observed", "hint"))
 
 
 def overlay_1_2(c: Cluster) -> None:

@@ -13,12 +13,18 @@ Total: 16 points.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator
 
 import pytest
 
 from tests.labs.test_lab04_checks import MUTANTS
-from tests.nbharness import REPO, GradingCourse, assert_caught, assert_full_marks, assert_zero
+from tests.nbharness import (
+    REPO,
+    GradingCourse,
+    assert_caught,
+    assert_full_marks,
+    assert_zero,
+    lab_course,
+)
 
 pytestmark = pytest.mark.slow
 LAB = "04-cni-plugin"
@@ -43,11 +49,7 @@ def main():
 """
 
 
-@pytest.fixture(scope="module")
-def course() -> Iterator[GradingCourse]:
-    c = GradingCourse.open(LAB)
-    yield c
-    c.close()
+course = lab_course(LAB)
 
 
 def test_solution_gets_full_marks(course: GradingCourse) -> None:

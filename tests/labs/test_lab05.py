@@ -24,7 +24,7 @@ from tests.nbharness import (
     assert_full_marks,
     assert_scores,
     assert_zero,
-    find_cell,
+    edit,
 )
 
 pytestmark = pytest.mark.slow
@@ -42,16 +42,6 @@ FULL = {
     "check-q_refused": 1,
     "check-breakfix": 3,
 }
-
-
-def source(nb: dict[str, Any], grade_id: str) -> str:
-    return "".join(find_cell(nb, grade_id)["source"])
-
-
-def edit(nb: dict[str, Any], grade_id: str, old: str, new: str) -> str:
-    text = source(nb, grade_id)
-    assert old in text, f"{old!r} not in {grade_id}"
-    return text.replace(old, new)
 
 
 def mutants(course: GradingCourse) -> dict[str, Any]:

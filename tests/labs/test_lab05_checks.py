@@ -26,8 +26,9 @@ from course.netfilter.lab import (
 )
 from course.topology import Cluster
 from grader.labs import CheckContext
-from grader.labs.lab05 import LAB
 from grader.verdict import Verdict
+from tests.nbharness import run_check
+from tests.nbharness import verdict_caught as caught
 
 pytestmark = pytest.mark.slow
 DNAT = f"-d {VIP} -p tcp --dport {VIP_PORT} -j DNAT --to-destination {BACKEND_IP}:{WEB_PORT}"
@@ -52,11 +53,7 @@ class Lab05:
             self.node.run(["iptables", *line.split()])
 
     def run(self, check_id: str, **answers: object) -> Verdict:
-        c = self.cluster
-        ctx = CheckContext(LAB_ID, c.prefix, tuple(c.record.namespaces), dict(answers))
-        verdict = LAB.check(check_id).run(ctx)
-        print(verdict.render())
-        return verdict
+        return run_check(LAB_ID, self.cluster, check_id, **answers)
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +67,6 @@ def lab() -> Iterator[Lab05]:
 def fresh(lab: Lab05) -> Lab05:
     lab.reset()
     return lab
-
-
-def caught(v: Verdict, summary: str, *texts: str) -> None:
-    assert not v.passed, v.render()
-    assert summary in v.summary, v.render()
-    for text in texts:
-        assert text in v.render(), v.render()
-    assert v.sent and v.expected and v.hint
 
 
 # --- question 1 ---------------------------------------------------------------------------------

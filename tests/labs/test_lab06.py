@@ -9,7 +9,6 @@ the grader then sees the consequences only through the node's nat table and real
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,7 +18,9 @@ from tests.nbharness import (
     assert_full_marks,
     assert_scores,
     assert_zero,
-    find_cell,
+    edit,
+    lab_course,
+    source,
 )
 
 pytestmark = pytest.mark.slow
@@ -55,22 +56,7 @@ node.ns.apply_iptables(
 """
 
 
-@pytest.fixture(scope="module")
-def course() -> Iterator[GradingCourse]:
-    c = GradingCourse.open(LAB)
-    yield c
-    c.close()
-
-
-def source(course: GradingCourse, grade_id: str) -> str:
-    return "".join(find_cell(course.solution(), grade_id)["source"])
-
-
-def edit(course: GradingCourse, grade_id: str, old: str, new: str) -> str:
-    """The solution source of `grade_id` with `old` replaced (it must be there)."""
-    text = source(course, grade_id)
-    assert old in text, f"{old!r} not in {grade_id}"
-    return text.replace(old, new)
+course = lab_course(LAB)
 
 
 def test_solution_gets_full_marks(course: GradingCourse) -> None:

@@ -27,9 +27,10 @@ from course.kubeproxy import (
 )
 from course.kubeproxy.proxier import ensure_jump_rules
 from course.topology import Cluster
-from grader.labs import CheckContext
-from grader.labs.lab06 import LAB, LAB_ID, WEB, printed_probability
+from grader.labs.lab06 import LAB_ID, WEB, printed_probability
 from grader.verdict import Verdict
+from tests.nbharness import run_check
+from tests.nbharness import verdict_caught as assert_caught
 
 pytestmark = pytest.mark.slow
 MANIFESTS = Path(__file__).resolve().parents[2] / "examples" / "manifests" / "06-web"
@@ -83,11 +84,7 @@ class Lab06:
         self.node.apply_iptables(payload, noflush=True)
 
     def run(self, check_id: str, **answers: object) -> Verdict:
-        c = self.cluster
-        ctx = CheckContext(LAB_ID, c.prefix, tuple(c.record.namespaces), dict(answers))
-        verdict = LAB.check(check_id).run(ctx)
-        print(verdict.render())
-        return verdict
+        return run_check(LAB_ID, self.cluster, check_id, **answers)
 
 
 @pytest.fixture(scope="module")
@@ -99,14 +96,6 @@ def lab() -> Iterator[Lab06]:
         for name in "abc":
             c.pod(name).exec([sys.executable, "-c", SERVER, name])
         yield Lab06(c, controller)
-
-
-def assert_caught(verdict: Verdict, summary: str, *observed: str) -> None:
-    assert not verdict.passed, verdict.render()
-    assert summary in verdict.summary, verdict.render()
-    for text in observed:
-        assert text in verdict.render(), verdict.render()
-    assert verdict.sent and verdict.expected and verdict.hint
 
 
 def without(payload: str, pattern: str) -> str:

@@ -10,17 +10,17 @@ Total: 20 points (exercises 4 + 3 + 3 + 3 + 3, four questions of 1 point).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.nbharness import (
     GradingCourse,
+    always_equal,
     assert_caught,
     assert_full_marks,
     assert_scores,
     assert_zero,
-    find_cell,
+    edit,
+    lab_course,
 )
 
 pytestmark = pytest.mark.slow
@@ -48,27 +48,7 @@ ClusterKubeProxy(cluster, lab.kube_proxy.controller.services.values(),
                  lab.kube_proxy.controller.pods.values()).sync()
 masquerade_rules = ""
 """
-ALWAYS_EQUAL = """
-class AlwaysEqual(str):
-    def __eq__(self, other):
-        return True
-    __hash__ = str.__hash__
-
-q1 = AlwaysEqual("a")
-"""
-
-
-@pytest.fixture(scope="module")
-def course() -> Iterator[GradingCourse]:
-    c = GradingCourse.open(LAB)
-    yield c
-    c.close()
-
-
-def edit(course: GradingCourse, grade_id: str, old: str, new: str) -> str:
-    text = "".join(find_cell(course.solution(), grade_id)["source"])
-    assert old in text, f"{old!r} not in {grade_id}"
-    return text.replace(old, new)
+course = lab_course(LAB)
 
 
 def test_solution_gets_full_marks(course: GradingCourse) -> None:
@@ -84,7 +64,9 @@ def test_release_and_a_cheater_get_zero(course: GradingCourse) -> None:
     """The untouched release, plus forged grader functions, kube-proxy's own rules for
     exercise 1 and an always-equal answer (no real work anywhere): zero."""
     release = course.release()
-    forged = course.mutant({"ex1-solution": FORGE, "answer-q1": ALWAYS_EQUAL}, base=release)
+    forged = course.mutant(
+        {"ex1-solution": FORGE, "answer-q1": always_equal("q1", "a")}, base=release
+    )
     result = course.grade("release-cheater", forged)
     assert_zero(result)
     assert "everything is fine" not in result.cell_text("check-ex1-masquerade")

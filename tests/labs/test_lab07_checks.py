@@ -17,9 +17,10 @@ import pytest
 from course import nodeport
 from course.nodeport import NodePortLab
 from course.topology import Cluster
-from grader.labs import CheckContext
-from grader.labs.lab07 import LAB, LAB_ID
+from grader.labs.lab07 import LAB_ID
 from grader.verdict import Verdict
+from tests.nbharness import run_check
+from tests.nbharness import verdict_caught as assert_caught
 
 pytestmark = pytest.mark.slow
 RIGHT = [
@@ -74,11 +75,7 @@ class Lab07:
         a.node.ns.bridge_port(a.host_ifname, hairpin=on)
 
     def run(self, check_id: str) -> Verdict:
-        c = self.cluster
-        ctx = CheckContext(LAB_ID, c.prefix, tuple(c.record.namespaces), {})
-        verdict = LAB.check(check_id).run(ctx)
-        print(verdict.render())
-        return verdict
+        return run_check(LAB_ID, self.cluster, check_id)
 
 
 @pytest.fixture(scope="module")
@@ -89,14 +86,6 @@ def lab07() -> Iterator[Lab07]:
         t.hairpin(False)  # the notebook's node1 starts with hairpin mode off on pod a's port
         yield t
         lab.dns.stop()
-
-
-def assert_caught(verdict: Verdict, summary: str, *observed: str) -> None:
-    assert not verdict.passed, verdict.render()
-    assert summary in verdict.summary, verdict.render()
-    for text in observed:
-        assert text in verdict.render(), verdict.render()
-    assert verdict.sent and verdict.expected and verdict.hint
 
 
 # --- exercise 1 ------------------------------------------------------------------------------------
