@@ -639,7 +639,7 @@ q1_del_namespace_gone = question(
     "namespace) and then succeed; the interface went away with the namespace.",
     "a: fail with code 3; b: release the address through IPAM and exit 0; c: exit 0 at once, "
     "there is nothing left to clean",
-    evidence="the observe cell shows: host-local's file for the pod is still there until DEL",
+    evidence="the observe cell shows",
     hint="which part of a pod's network lives outside its namespace?",
     why={
         "a": "code 3 tells the runtime that no cleanup is needed, and that is not true: "
