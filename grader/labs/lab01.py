@@ -291,9 +291,7 @@ def ex4_node_reaches_pods(ctx: CheckContext) -> Verdict:
     roles = ("pod-c", "pod-d")
     for role in roles:
         pod = netns(ctx, role, "exercise 4")
-        hint = (
-            f"%%ns node1: ip link add veth-{role[-1]} type veth peer name eth0 netns $RUN-{role}"
-        )
+        hint = f"%%ns node1: ip link add veth-{role[-1]} type veth peer name eth0 netns $RUN-{role}"
         veth_to(ctx, pod, role, "eth0", NODE, hint)
         has_address(pod, role, "eth0", f"{POD_IP[role]}/24")
         is_up(pod, role, "eth0")

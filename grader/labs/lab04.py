@@ -325,7 +325,9 @@ def ex0_by_hand_add(ctx: CheckContext) -> Verdict:
         )
     ip = addrs[0].split("/")[0]
     node = Netns(ctx.ns("node1"))
-    seen = ping(node, "node1", ip, f"an echo reply from pod-manual ({ip})", "is cni0 up with 10.244.1.1?")
+    seen = ping(
+        node, "node1", ip, f"an echo reply from pod-manual ({ip})", "is cni0 up with 10.244.1.1?"
+    )
     return Verdict.ok(f"Debian's bridge gave pod-manual {addrs[0]}", observed=seen)
 
 
@@ -432,12 +434,24 @@ def ex2_add(ctx: CheckContext) -> Verdict:
         trip = _followed_ping(b, {"node": b.node, "pod-a": a, "pod-c": c}, "pod-a", ip_c)
         seen = [
             f"pod a -> {ip_c}: reply",
-            ping(b.node, "node", ip_a, "a reply from pod a", "cni0 needs the gateway address "
-                 "10.244.1.1/24 (isGateway) and must be up"),
+            ping(
+                b.node,
+                "node",
+                ip_a,
+                "a reply from pod a",
+                "cni0 needs the gateway address 10.244.1.1/24 (isGateway) and must be up",
+            ),
         ]
         _default_route(a, "pod a")
-        seen.append(ping(a, "pod a", OUTSIDE, f"a reply from {OUTSIDE}, an address of the node "
-                         "outside the pod subnet", "add the routes IPAM returned"))
+        seen.append(
+            ping(
+                a,
+                "pod a",
+                OUTSIDE,
+                f"a reply from {OUTSIDE}, an address of the node outside the pod subnet",
+                "add the routes IPAM returned",
+            )
+        )
         _second_add_fails(b, conf, a)
     return journey.attach(Verdict.ok("ADD builds working pods", observed="; ".join(seen)), trip)
 
@@ -474,8 +488,11 @@ def _honours_ifname(b: Bench, pod: Netns, result: dict[str, Any]) -> None:
 def _on_bridge(b: Bench) -> None:
     links = b.node.links()
     bridge = next((link for link in links if link["name"] == "cni0"), None)
-    loose = [link["name"] for link in links if link["kind"] == "veth" and (
-        bridge is None or link["master"] != bridge["index"])]
+    loose = [
+        link["name"]
+        for link in links
+        if link["kind"] == "veth" and (bridge is None or link["master"] != bridge["index"])
+    ]
     if bridge is None or loose:
         raise fail(
             "the node end of a pod's veth is not a port of cni0",
@@ -515,9 +532,11 @@ def _second_add_fails(b: Bench, conf: dict[str, Any], pod: Netns) -> None:
         return
     except CNIError as exc:
         raise call_failed(
-            exc, "a second ADD of an existing interface did not fail properly",
+            exc,
+            "a second ADD of an existing interface did not fail properly",
             "a second ADD for pod a's eth0",
-            "a non-zero exit and an error object", "check for CNI_IFNAME in the pod first",
+            "a non-zero exit and an error object",
+            "check for CNI_IFNAME in the pod first",
         ) from None
     raise fail(
         "a second ADD of an existing interface succeeded",
@@ -542,9 +561,15 @@ def ex3_del(ctx: CheckContext) -> Verdict:
         delete(b, conf, attach(a), "DEL pod a", "delete CNI_IFNAME in the pod, then IPAM DEL")
         ip_a = ra["ips"][0]["address"].split("/")[0]
         host = ra["interfaces"][1]["name"] if len(ra.get("interfaces", [])) > 1 else None
-        left = [x for x in (a.has_link("eth0") and "eth0 in pod a",
-                            host and b.node.has_link(host) and f"{host} on the node",
-                            ip_a in b.reservations() and f"{ip_a} reserved") if x]
+        left = [
+            x
+            for x in (
+                a.has_link("eth0") and "eth0 in pod a",
+                host and b.node.has_link(host) and f"{host} on the node",
+                ip_a in b.reservations() and f"{ip_a} reserved",
+            )
+            if x
+        ]
         if left:
             raise fail(
                 "DEL left things behind",
@@ -607,7 +632,9 @@ def ex4_check(ctx: CheckContext) -> Verdict:
             b.runtime.check(conf, attach(pod))
         except CNIError as exc:
             raise call_failed(
-                exc, "CHECK fails on a healthy pod", "CHECK right after ADD",
+                exc,
+                "CHECK fails on a healthy pod",
+                "CHECK right after ADD",
                 "exit 0 and no output when the pod matches prevResult",
                 "compare with prevResult's ips; call IPAM CHECK (host-local knows the reservation)",
             ) from None
@@ -618,9 +645,11 @@ def ex4_check(ctx: CheckContext) -> Verdict:
             return Verdict.ok("CHECK passes on a healthy pod and fails without its interface")
         except CNIError as exc:
             raise call_failed(
-                exc, "CHECK did not report the missing interface properly",
+                exc,
+                "CHECK did not report the missing interface properly",
                 "CHECK after `ip link del eth0` in the pod",
-                "a non-zero exit and an error object", "raise CNIError when CNI_IFNAME is missing",
+                "a non-zero exit and an error object",
+                "raise CNIError when CNI_IFNAME is missing",
             ) from None
         raise fail(
             "CHECK passed with the pod's interface deleted",
@@ -699,13 +728,22 @@ def _mystery(ctx: CheckContext) -> Verdict:
         x_ip = roles["pod-x"].addresses("eth0")[0].split("/")[0]
         obs, trip = journey.ping(ctx, "pod-y", x_ip, timeout=1.5)
         if not obs.ok:
-            failed = fail("pod-y cannot reach pod-x", sent=f"{obs.sent} from pod-y",
-                          observed=obs.describe(), expected="a reply from pod-x", hint="")
+            failed = fail(
+                "pod-y cannot reach pod-x",
+                sent=f"{obs.sent} from pod-y",
+                observed=obs.describe(),
+                expected="a reply from pod-x",
+                hint="",
+            )
             raise journey.attach(failed, trip)
         seen = [
             f"pod-y -> pod-x ({x_ip}): reply",
-            ping(roles["pod-x"], "pod-x", OUTSIDE, f"a reply from {OUTSIDE} (outside the subnet)", ""),
-            ping(roles["pod-y"], "pod-y", OUTSIDE, f"a reply from {OUTSIDE} (outside the subnet)", ""),
+            ping(
+                roles["pod-x"], "pod-x", OUTSIDE, f"a reply from {OUTSIDE} (outside the subnet)", ""
+            ),
+            ping(
+                roles["pod-y"], "pod-y", OUTSIDE, f"a reply from {OUTSIDE} (outside the subnet)", ""
+            ),
         ]
         stuck = leaked(roles)
         if stuck:
@@ -728,17 +766,35 @@ LAB = Lab(
     checks=(
         Check("ex0-add", "check-ex0-add", 1, "exercise 0: ADD by hand", ex0_by_hand_add),
         Check("ex0-del", "check-ex0-del", 1, "exercise 0: DEL by hand", ex0_by_hand_del),
-        Check("ex1-version", "check-ex1", 2, "exercise 1: VERSION and errors",
-              ex1_version_and_errors),
+        Check(
+            "ex1-version", "check-ex1", 2, "exercise 1: VERSION and errors", ex1_version_and_errors
+        ),
         Check("ex2-add", "check-ex2", 3, "exercise 2: ADD", ex2_add),
         Check("ex3-del", "check-ex3", 3, "exercise 3: DEL", ex3_del),
         Check("ex4-check", "check-ex4", 2, "exercise 4: CHECK", ex4_check),
-        Check("q1-del-namespace-gone", "check-q1", 1, "question 1: DEL without a namespace",
-              q1_del_namespace_gone, answers=("q1",)),
-        Check("q2-forgetful-del", "check-q2", 1, "question 2: a DEL that forgets IPAM",
-              q2_forgetful_del, answers=("q2",)),
-        Check("breakfix", "check-breakfix", 2, "break/fix: the mystery plugin",
-              breakfix.check(CATALOGUE, mystery_probe)),
+        Check(
+            "q1-del-namespace-gone",
+            "check-q1",
+            1,
+            "question 1: DEL without a namespace",
+            q1_del_namespace_gone,
+            answers=("q1",),
+        ),
+        Check(
+            "q2-forgetful-del",
+            "check-q2",
+            1,
+            "question 2: a DEL that forgets IPAM",
+            q2_forgetful_del,
+            answers=("q2",),
+        ),
+        Check(
+            "breakfix",
+            "check-breakfix",
+            2,
+            "break/fix: the mystery plugin",
+            breakfix.check(CATALOGUE, mystery_probe),
+        ),
     ),
     # the plugin must be the learner's: calling the course's plugin (course.cni.bridge,
     # skel, netlink, ...) from an exercise scores zero; the workbench helpers are allowed
