@@ -74,10 +74,15 @@ def down(
     if not lab and not all_:
         console.print("[red]say which lab, or --all[/]")
         raise typer.Exit(2)
+    from grader.lifecycle import reap_stale_copies
+
     removed = reap(lab=lab, everything=all_)
     console.print(f"removed {len(removed)} namespace(s)")
     for name in removed:
         console.print(f"  {name}")
+    copies = reap_stale_copies()  # verifier copies of graders killed with SIGKILL
+    if copies:
+        console.print(f"removed {len(copies)} verifier copy(ies) of killed graders")
 
 
 def status() -> None:

@@ -316,6 +316,7 @@ def grade_submissions(
 ) -> list[Submission]:
     """Grade every submission of `lab_id`, `jobs` at a time; results in student order."""
     from grader import integrity as copies
+    from grader.lifecycle import claim_copy, reap_stale_copies, release_copy
 
     if sandbox:
         from grader.sandbox import SandboxUnavailable, unavailable_reason
@@ -329,7 +330,9 @@ def grade_submissions(
     ensure_assignment(course, lab_id)
     check_schema(course / "gradebook.db", expected)
     who = only or students(course, lab_id)
+    reap_stale_copies()  # left by graders that were killed (SIGKILL cannot clean up)
     copy = copies.make_copy(copies.extra_lab_folders())  # before the first kernel
+    claim_copy(copy.root)
     verifier = (str(copy.root), copy.digest)
     try:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -351,6 +354,7 @@ def grade_submissions(
                     progress(sub)
     finally:
         copies.remove_copy(copy)
+        release_copy(copy.root)
     return results
 
 

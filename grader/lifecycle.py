@@ -111,3 +111,69 @@ def install() -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
     signal.signal(signal.SIGINT, _interrupt)
+
+
+# --- verifier copies of graders that were killed ------------------------------------------------
+# `grader.integrity` copies the verifier's code (~35 MB) into /tmp for each grading run and
+# removes it at the end; a grader killed with SIGKILL (or the OOM killer) cannot. Each copy
+# gets a sidecar `<copy>.owner` that its grading process holds an flock on for as long as it
+# lives: the kernel drops the lock when the process dies, however it dies, and a pid reused
+# by another process cannot fake it. The next grading run and `k8snet down` remove copies
+# whose lock is free. Kept apart from grader.integrity's hashing on purpose.
+OWNER_SUFFIX = ".owner"
+COPY_PREFIX = "k8snet-verifier-"
+_claims: dict[str, int] = {}
+
+
+def claim_copy(root: Path) -> None:
+    """Mark the copy at `root` as this process's while it lives (see above).
+
+    The sidecar is locked under a temporary name and renamed into place, so a reaper never
+    sees an unlocked sidecar of a live copy.
+    """
+    import fcntl
+
+    temp = root.parent / f".{root.name}{OWNER_SUFFIX}.{os.getpid()}"
+    fd = os.open(temp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.rename(temp, root.parent / (root.name + OWNER_SUFFIX))
+    _claims[str(root)] = fd
+
+
+def release_copy(root: Path) -> None:
+    """The copy at `root` is gone (removed by its owner): drop its sidecar and lock."""
+    (root.parent / (root.name + OWNER_SUFFIX)).unlink(missing_ok=True)
+    fd = _claims.pop(str(root), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def reap_stale_copies(folder: Path | None = None) -> list[Path]:
+    """Remove the verifier copies in `folder` (default: the temp folder) whose grader died."""
+    import fcntl
+    import shutil
+    import tempfile
+
+    removed = []
+    for owner in Path(folder or tempfile.gettempdir()).glob(f"{COPY_PREFIX}*{OWNER_SUFFIX}"):
+        try:
+            fd = os.open(owner, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its grader is alive
+        else:
+            copy = owner.with_name(owner.name[: -len(OWNER_SUFFIX)])
+            if copy.is_dir() and not copy.is_symlink():
+                for path in [copy, *copy.rglob("*")]:  # the copy is read-only
+                    if path.is_dir() and not path.is_symlink():
+                        path.chmod(0o755)
+                shutil.rmtree(copy, ignore_errors=True)
+                removed.append(copy)
+            owner.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    return removed

@@ -232,7 +232,11 @@ class VerifierServer:
         from grader import integrity as copies
 
         if self.integrity is None:
+            from grader.lifecycle import claim_copy, reap_stale_copies
+
+            reap_stale_copies()  # left by graders that were killed (SIGKILL cannot clean up)
             self.integrity = copies.make_copy(copies.extra_lab_folders())
+            claim_copy(self.integrity.root)
         argv = copies.verifier_argv(self.integrity, "--serve", self.lab)
         self.proc = subprocess.Popen(
             argv,
@@ -295,8 +299,10 @@ class VerifierServer:
         self._stop()
         if self._own_copy and self.integrity is not None:
             from grader.integrity import remove_copy
+            from grader.lifecycle import release_copy
 
             remove_copy(self.integrity)
+            release_copy(self.integrity.root)
             self.integrity = None
 
 
