@@ -20,6 +20,11 @@ if those hashes (and the tools' and the interpreter's) still match. A verifier t
 stalls or finds a changed file is never restarted: the remaining checks fail with "grading
 was interfered with", and the submission is flagged (`report`, read by `k8snet grade`).
 
+Plain `nbgrader autograde` (no `--VerifyingExecute.sandbox=...`) sandboxes whenever a
+sandbox can run here (root and bubblewrap): an instructor who never heard of the option is
+protected too; where it cannot, one warning line says so and why, and grading goes on
+unsandboxed. `k8snet check` passes False (self-study), `k8snet grade` its --sandbox choice.
+
 With `sandbox=True` (what `k8snet grade` uses) the kernel runs in a bubblewrap sandbox of
 its own (`grader.sandbox`): its own user, mount, PID and network namespaces and `/run`,
 the notebook and the course code only. The verifier then inspects the namespaces under that sandbox's
@@ -106,8 +111,14 @@ def reference_calls(cells: list[NotebookNode], lab: Lab) -> dict[str, list[str]]
     Names are resolved through the notebook's imports (`from course.podnet import bridge`
     makes `bridge.add_pod` mean `course.podnet.bridge.add_pod`). An exercise `exN-...`
     cell counts against the checks `check-exN...`, or, for an exercise whose functions are
-    checked later (no check of its own), against the next exercise that has checks. Static
-    only: `importlib` or `getattr` tricks get past it (the checks still look at the kernel).
+    checked later (no check of its own), against the next exercise that has checks.
+
+    Hidden uses count too (`_hidden_uses`): a reference name spelled in a string (for
+    `importlib.import_module`, `__import__`, `sys.modules[...]`, even built by `+`, an
+    f-string or `".".join`), `getattr(module, "name")`, names bound to the reference in any
+    cell (`b = course.podnet.bridge`), and code the check cannot read at all in an exercise
+    cell (`exec`, `eval`, an import or `getattr` by a computed name). Still static: what
+    it cannot see, the checks judge from the kernel's real state.
     """
     if not lab.reference:
         return {}
@@ -115,6 +126,9 @@ def reference_calls(cells: list[NotebookNode], lab: Lab) -> dict[str, list[str]]
     aliases: dict[str, str] = {}
     for _, tree in trees:
         aliases.update(_import_aliases(tree))
+    for _ in range(2):  # an alias of an alias
+        for _, tree in trees:
+            aliases.update(_assigned_aliases(tree, aliases))
     found: dict[str, list[str]] = {}
     for cell, tree in trees:
         meta = cell.metadata.get("nbgrader", {})
@@ -122,6 +136,7 @@ def reference_calls(cells: list[NotebookNode], lab: Lab) -> dict[str, list[str]]
         if exercise is None or tree is None:
             continue
         uses = [u for u in _dotted_uses(tree, aliases) if _is_reference(u, lab)]
+        uses += _hidden_uses(tree, aliases, lab)
         for grade_id in _checks_of_exercise(lab, int(exercise.group(1))) if uses else []:
             found.setdefault(grade_id, [])
             found[grade_id] += [u for u in dict.fromkeys(uses) if u not in found[grade_id]]
@@ -147,6 +162,96 @@ def _import_aliases(tree: ast.Module | None) -> dict[str, str]:
             for a in node.names:
                 names[a.asname or a.name] = f"{node.module}.{a.name}"
     return names
+
+
+# Calls whose effect the static check cannot read when their argument is computed.
+DYNAMIC_IMPORTS = ("__import__", "importlib.import_module", "importlib.__import__")
+DYNAMIC_CODE = ("exec", "eval", "compile", "runpy.run_path", "runpy.run_module")
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _folded(node: ast.AST) -> str | None:
+    """The string `node` always evaluates to, if it is built from literals only."""
+    if isinstance(node, ast.Constant):
+        return node.value if isinstance(node.value, str) else None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _folded(node.left), _folded(node.right)
+        return left + right if left is not None and right is not None else None
+    if isinstance(node, ast.JoinedStr):
+        parts = [_folded(v) for v in node.values]
+        return "".join(p for p in parts if p is not None) if None not in parts else None
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "join"
+        and len(node.args) == 1
+        and isinstance(node.args[0], ast.List | ast.Tuple)
+    ):
+        sep = _folded(node.func.value)
+        parts = [_folded(e) for e in node.args[0].elts]
+        if sep is not None and None not in parts:
+            return sep.join(p for p in parts if p is not None)
+    return None
+
+
+def _resolved(node: ast.AST, aliases: dict[str, str]) -> str | None:
+    """The dotted name an expression stands for: `b.add_pod`, `getattr(m, "x")`,
+    `importlib.import_module("course.podnet")`, resolved through `aliases`."""
+    if isinstance(node, ast.Name):
+        return aliases.get(node.id, node.id)
+    if isinstance(node, ast.Attribute):
+        base = _resolved(node.value, aliases)
+        return f"{base}.{node.attr}" if base else None
+    if isinstance(node, ast.Call) and node.args:
+        func = _resolved(node.func, aliases)
+        if func == "getattr" and len(node.args) >= 2:
+            base, attr = _resolved(node.args[0], aliases), _folded(node.args[1])
+            return f"{base}.{attr}" if base and attr else None
+        if func in DYNAMIC_IMPORTS:
+            return _folded(node.args[0])
+    return None
+
+
+def _assigned_aliases(tree: ast.Module | None, aliases: dict[str, str]) -> dict[str, str]:
+    """`name = <something under course>` in any cell makes `name` mean that."""
+    names: dict[str, str] = {}
+    for node in ast.walk(tree) if tree else []:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            value = _resolved(node.value, aliases)
+            if isinstance(target, ast.Name) and value and value.startswith("course."):
+                names[target.id] = value
+    return names
+
+
+def _hidden_uses(tree: ast.Module, aliases: dict[str, str], lab: Lab) -> list[str]:
+    """Reference uses `_dotted_uses` cannot see, and code the static check cannot read."""
+    found: list[str] = []
+    for node in ast.walk(tree):
+        text = _folded(node) if isinstance(node, ast.expr) else None
+        if text is not None:
+            name = text.strip().removesuffix(".py").replace("/", ".").strip(".")
+            if _DOTTED.fullmatch(name) and _is_reference(name, lab):
+                found.append(f"{name} (named in a string)")
+        if isinstance(node, ast.Call):
+            func = _resolved(node.func, aliases) or ""
+            target = _resolved(node, aliases)
+            if target and _is_reference(target, lab):
+                found.append(target)
+            computed = bool(node.args) and _folded(node.args[0]) is None
+            if func in DYNAMIC_CODE:
+                found.append(f"{func}() (code the static check cannot read)")
+            elif func in DYNAMIC_IMPORTS and computed:
+                found.append(f"{func}() of a computed name (an import it cannot read)")
+            elif func == "getattr" and len(node.args) >= 2 and _folded(node.args[1]) is None:
+                base = _resolved(node.args[0], aliases) or ""
+                if base == "course" or base.startswith("course."):
+                    found.append(f"getattr({base}, ...) of a computed name")
+        if isinstance(node, ast.Subscript) and _resolved(node.value, aliases) == "sys.modules":
+            key = _folded(node.slice)
+            if key is None:
+                found.append("sys.modules[...] of a computed name")
+    return list(dict.fromkeys(found))
 
 
 def _dotted_uses(tree: ast.Module, aliases: dict[str, str]) -> list[str]:
@@ -238,7 +343,11 @@ class VerifyingExecute(Execute):
 
     lab_id = Unicode("", help="lab id; defaults to the nbgrader assignment id").tag(config=True)
     verify_timeout = Float(45.0, help="seconds one verifier run may take").tag(config=True)
-    sandbox = Bool(False, help="run the kernel in a bubblewrap sandbox").tag(config=True)
+    sandbox = Bool(
+        None,
+        allow_none=True,
+        help="run the kernel in a bubblewrap sandbox (unset: whenever one can run here)",
+    ).tag(config=True)
     sandbox_checked = Bool(False, help="the caller already probed the sandbox").tag(config=True)
     verifier_copy = Unicode("", help="verifier copy made by the grading parent").tag(config=True)
     verifier_digest = Unicode("", help="sha256 of that copy's manifest").tag(config=True)
@@ -269,7 +378,7 @@ class VerifyingExecute(Execute):
         self._server.start()  # before the kernel exists: nothing in it can touch the server
         learner = self.learner or resources.get("nbgrader", {}).get("student", "")
         env = {"K8SNET_LEARNER": learner} if learner else {}
-        if self.sandbox:
+        if self._sandboxed():
             self._use_sandbox(resources, env)
         try:
             with environment(**env):
@@ -287,6 +396,23 @@ class VerifyingExecute(Execute):
         if zmq.has("curve"):
             km.transport_encryption = "auto"
         return km
+
+    def _sandboxed(self) -> bool:
+        """The caller's choice, or (unset) whether a sandbox can run here, said when not."""
+        if self.sandbox is not None:
+            return bool(self.sandbox)
+        from grader.sandbox import unavailable_reason_once
+
+        why = unavailable_reason_once()
+        if why:
+            self.log.warning(
+                "k8snet: grading WITHOUT a sandbox: %s (--VerifyingExecute.sandbox=False "
+                "silences this)",
+                why,
+            )
+            return False
+        self.sandbox_checked = True
+        return True
 
     def _use_sandbox(self, resources: dict[str, Any], env: dict[str, str]) -> None:
         from grader.sandbox import SandboxKernelManager, unavailable_reason

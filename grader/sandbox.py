@@ -97,6 +97,16 @@ def unavailable_reason() -> str:
     return ""
 
 
+_REASON: list[str] = []
+
+
+def unavailable_reason_once() -> str:
+    """`unavailable_reason()`, probed once per process (nbgrader grades many notebooks)."""
+    if not _REASON:
+        _REASON.append(unavailable_reason())
+    return _REASON[0]
+
+
 def _base_args() -> list[str]:
     args = ["--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-cgroup-try"]
     for path in SYSTEM_DIRS:

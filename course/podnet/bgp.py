@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from course import addressing
+from course.kernel.netns import pids_in_netns
 from course.runs import state_dir
 
 if TYPE_CHECKING:
@@ -177,16 +178,22 @@ class Bird:
         return self.conf
 
     def pid(self) -> int | None:
-        """BIRD's pid, if it runs inside this node's namespace (not a reused number)."""
+        """BIRD's pid, if it runs inside this node's namespace (not a reused number).
+
+        BIRD writes its pid as its own PID namespace numbers it: seen from outside a grading
+        sandbox (another PID namespace), that number is looked up among the processes of the
+        node's namespace by their innermost pid (`NSpid` in /proc/PID/status).
+        """
         try:
             pid = int(self.pidfile.read_text().strip())
-            if os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat(self.ns.path).st_ino:
-                return None
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return None
-        except (OSError, ValueError, IndexError):
+        except (OSError, ValueError):
             return None
-        return pid
+        if _in_netns(pid, self.ns.path):
+            return pid
+        for host in pids_in_netns(self.ns.path) if self.ns.exists() else []:
+            if _innermost_pid(host) == pid and _in_netns(host, self.ns.path):
+                return host
+        return None
 
     def running(self) -> bool:
         return self.pid() is not None
@@ -369,3 +376,23 @@ def wait_converged(cluster: Cluster, timeout: float = 15.0) -> list[str]:
         time.sleep(0.05)
         missing = missing_routes(cluster)
     return missing
+
+
+def _in_netns(pid: int, path: Path) -> bool:
+    """`pid` lives (not a zombie) inside the network namespace at `path`."""
+    try:
+        if os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat(path).st_ino:
+            return False
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _innermost_pid(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    except (OSError, ValueError):
+        return None
+    return None

@@ -58,3 +58,54 @@ def test_proxier_in_lab_06_is_caught_in_later_checked_exercise() -> None:
     early = "from course.kubeproxy.proxier import compute_probability as cascade\n"
     found = reference_calls(solution(LAB06, {"ex1-solution": early}), load_lab(LAB06))
     assert "check-ex3-cascade" in found
+
+
+HIDDEN = {  # exercise 1 of lab 02 handed to the course's bridge plugin, hidden from a reader
+    "importlib": (
+        "import importlib\nb = importlib.import_module('course.podnet.' + 'bridge')\n"
+        "setup_bridge_node = b.setup_node\n",
+        "course.podnet.bridge (named in a string)",
+    ),
+    "getattr": (
+        "import course.podnet.bridge\nadd_bridge_pod = getattr(course.podnet.bridge, 'add_pod')\n",
+        "course.podnet.bridge.add_pod",
+    ),
+    "sys.modules": (
+        "import sys\nb = sys.modules[f'course.podnet.bridge']\nadd_bridge_pod = b.add_pod\n",
+        "course.podnet.bridge (named in a string)",
+    ),
+    "computed __import__": (
+        "name = ''.join(reversed('egdirb.tendop.esruoc'))\n"
+        "b = __import__(name, fromlist=['add_pod'])\nadd_bridge_pod = b.add_pod\n",
+        "__import__() of a computed name",
+    ),
+    "computed getattr": (
+        "import course.podnet\nwhat = 'bri' + input()\nb = getattr(course.podnet, what)\n",
+        "getattr(course.podnet, ...) of a computed name",
+    ),
+    "exec": ("exec(open('/tmp/helper.py').read())\n", "exec() (code the static check cannot read)"),
+}
+
+
+def test_hidden_uses_of_the_reference_are_caught() -> None:
+    lab = load_lab(LAB02)
+    for how, (source, named) in HIDDEN.items():
+        found = reference_calls(solution(LAB02, {"ex1-solution": source}), lab)
+        assert set(found) == {"check-ex1-switched", "check-ex1-gateway"}, how
+        assert any(named in use for use in found["check-ex1-switched"]), (how, found)
+
+
+def test_an_alias_bound_in_another_cell_is_followed() -> None:
+    cells = solution(LAB02, {"ex1-solution": "add_bridge_pod = b.add_pod\n"})
+    cells.insert(0, nbformat.v4.new_code_cell("import course.podnet\nb = course.podnet.bridge\n"))
+    found = reference_calls(cells, load_lab(LAB02))
+    assert "course.podnet.bridge.add_pod" in found["check-ex1-switched"]
+
+
+def test_dynamic_python_outside_the_reference_is_not_flagged() -> None:
+    honest = (
+        "import json\nfield = 'na' + 'me'\nvalue = getattr(json, 'dumps')({field: 1})\n"
+        "mod = __import__('json')\ntext = 'course.podnet.bridge is the reference, read it'\n"
+    )
+    found = reference_calls(solution(LAB02, {"ex1-solution": honest}), load_lab(LAB02))
+    assert found == {}, found
