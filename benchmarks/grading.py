@@ -6,25 +6,51 @@ In one run, on this machine:
     grades it (VerifyingExecute: verifier from its hashed copy, every check re-run outside
     the kernel with real packets) against the same notebook with every check cell emptied
     under nbgrader's stock executor (same cells, same namespaces, nothing checked).
-    Issue 9's target: the checks add less than 50%.
+    Issue 9's target: the checks add less than 50% wall time. Each side is run --rounds
+    times, interleaved, and the fastest run counts (the least disturbed by other work on a
+    shared machine); CPU seconds of the whole process tree (nbgrader, kernel, verifier,
+    probes: orphans are reaped here, see `ProcessTree`) are printed too, steadier than
+    wall time under load. A table of every lab closes the section.
 (a) a class of 12 lab-01 submissions (4 full, 4 about half, 4 zero) graded by
     `grade_submissions` (what `k8snet grade` runs) three ways: --jobs 1 without a sandbox,
     --jobs 1 and --jobs 2 with one sandbox per submission. Printed: each wall time, the
     jobs-2 speed-up (target >= 1.5x) and the sandbox's own cost per submission (target < 1 s).
 
+Measured (b), 2 cores shared with 3 other engineers' test runs (load average 5-9), best of 2:
+
+    lab                      before (issue 9 start)     after (this version)
+    01-netns-veth            29%                        @01
+    02-bridge-vs-routed      111% (53% quieter)         @02
+    03-across-nodes          51% (quieter)              @03
+    04-cni-plugin            112% (149% quieter)        @04
+    05-netfilter-order       38% (56% quieter)          @05
+    06-kube-proxy            169% (64% quieter)         @06
+    07-nodeport-masquerade   51% (41% quieter)          @07
+
+Where the checks' time went, and what changed: every verifier (and its probe forkserver)
+compiled Scapy, pyroute2 and the grader again from a read-only copy without bytecode
+(~1.7 s CPU per lab, while the learner's kernel ran its first cells), and the first check
+of every lab waited for that whole start-up (4-6 s); the copy now carries its hashed
+bytecode and the forkserver warms in a thread. Lab 06 opens 1,500 connections per
+distribution check, not 3,000 (the statistical reasoning: grader/kubeproxy_checks.py).
+
 Usage: python benchmarks/grading.py [--skip-labs] [--skip-class] [--class-size 12]
+                                    [--rounds 2] [--labs 02-bridge-vs-routed ...]
 SIGINT/SIGTERM stop it cleanly: graders, kernels and sandboxes are killed, namespaces swept.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,36 +91,119 @@ def unchecked_source(tmp: Path, lab: str) -> Path:
     return tmp
 
 
-def time_autograde(course: Path, lab: str, notebook: Path, student: str, extra: list[str]) -> float:
+class ProcessTree:
+    """CPU seconds used by this process's descendants, orphans included.
+
+    nbgrader's verifier is killed when grading ends, so its probe forkserver is orphaned
+    and would be reparented to init, its CPU never counted. As a child subreaper this
+    process adopts such orphans; `reap()` collects them so RUSAGE_CHILDREN includes them.
+    """
+
+    PR_SET_CHILD_SUBREAPER = 36
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(self.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+    @staticmethod
+    def reap(patience: float = 3.0) -> None:
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                time.sleep(0.05)
+
+    def cpu(self) -> float:
+        self.reap()
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Timing:
+    wall: float
+    cpu: float
+
+
+def time_autograde(
+    tree: ProcessTree, course: Path, lab: str, notebook: Path, student: str, extra: list[str]
+) -> Timing:
     nbtools.submit(course, lab, student, notebook)
+    cpu0 = tree.cpu()
     t0 = time.perf_counter()
     result = nbtools.autograde_submitted(course, lab, student, extra_args=extra)
     elapsed = time.perf_counter() - t0
     if result.score != result.max_score:
-        raise SystemExit(f"{lab}/{student}: expected full marks, got {result.score}")
-    return elapsed
+        lost = [g for g, c in result.cells.items() if c.score != c.max_score]
+        shown = "\n".join(f"--- {g}:\n{result.cell_text(g)[:2000]}" for g in lost)
+        raise SystemExit(f"{lab}/{student}: expected full marks, got {result.score}\n{shown}")
+    return Timing(elapsed, tree.cpu() - cpu0)
 
 
-def per_lab() -> None:
-    print("(b) nbgrader autograde of each lab's solution, checks vs no checks (one run each):")
-    for lab in nbtools.lab_ids():
-        with tempfile.TemporaryDirectory(prefix="k8snet-bench-") as tmp:
-            plain_root = unchecked_source(Path(tmp), lab)
-            plain_nb = plain_root / "solutions" / lab / f"{lab}.ipynb"
-            checked_nb = ROOT / "solutions" / lab / f"{lab}.ipynb"
-            with (
-                nbtools.scratch_course(lab) as checked,
-                nbtools.scratch_course(lab, plain_root) as plain,
-            ):
-                b = time_autograde(plain, lab, plain_nb, "base", [STOCK_EXECUTOR])
-                # the checks' own cost: plain nbgrader would sandbox by default (grader.executor)
-                f = time_autograde(checked, lab, checked_nb, "checked", [NO_SANDBOX])
-        overhead = (f - b) / b
-        verdict = "OK" if overhead < TARGET_OVERHEAD else "MISSED"
-        print(
-            f"  {lab:22} no checks {b:6.1f} s   checks {f:6.1f} s   ratio {f / b:.2f}x   "
-            f"checks add {overhead:.0%} (target < {TARGET_OVERHEAD:.0%}): {verdict}"
+@dataclass
+class LabCost:
+    lab: str
+    plain: Timing
+    checked: Timing
+
+    @property
+    def overhead(self) -> float:
+        return (self.checked.wall - self.plain.wall) / self.plain.wall
+
+    @property
+    def cpu_overhead(self) -> float:
+        return (self.checked.cpu - self.plain.cpu) / self.plain.cpu
+
+    def line(self) -> str:
+        verdict = "OK" if self.overhead < TARGET_OVERHEAD else "MISSED"
+        return (
+            f"  {self.lab:22} no checks {self.plain.wall:6.1f} s   checks {self.checked.wall:6.1f} s"
+            f"   checks add {self.overhead:4.0%} wall (target < {TARGET_OVERHEAD:.0%}): "
+            f"{verdict:6}  CPU {self.plain.cpu:5.1f} -> {self.checked.cpu:5.1f} s "
+            f"(+{self.cpu_overhead:.0%})"
         )
+
+
+def one_lab(tree: ProcessTree, lab: str, rounds: int) -> LabCost:
+    """Best of `rounds` interleaved runs each way (scratch courses made once)."""
+    with tempfile.TemporaryDirectory(prefix="k8snet-bench-") as tmp:
+        plain_root = unchecked_source(Path(tmp), lab)
+        plain_nb = plain_root / "solutions" / lab / f"{lab}.ipynb"
+        checked_nb = ROOT / "solutions" / lab / f"{lab}.ipynb"
+        plains, checks = [], []
+        with (
+            nbtools.scratch_course(lab) as checked,
+            nbtools.scratch_course(lab, plain_root) as plain,
+        ):
+            for _ in range(rounds):  # same students, regraded with --force
+                plains.append(time_autograde(tree, plain, lab, plain_nb, "base", [STOCK_EXECUTOR]))
+                # the checks' own cost: plain nbgrader would sandbox by default (grader.executor)
+                checks.append(
+                    time_autograde(tree, checked, lab, checked_nb, "checked", [NO_SANDBOX])
+                )
+    best = min(plains, key=lambda t: t.wall), min(checks, key=lambda t: t.wall)
+    return LabCost(lab, *best)
+
+
+def per_lab(labs: list[str], rounds: int) -> None:
+    print(f"(b) nbgrader autograde of each lab's solution, checks vs no checks (best of {rounds}):")
+    tree = ProcessTree()
+    costs = []
+    for lab in labs:
+        cost = one_lab(tree, lab, rounds)
+        costs.append(cost)
+        print(cost.line(), flush=True)
+    missed = [c.lab for c in costs if c.overhead >= TARGET_OVERHEAD]
+    print(f"  per lab, checks add (wall, target < {TARGET_OVERHEAD:.0%}):")
+    for c in costs:
+        print(f"    {c.lab:22} {c.overhead:5.0%}   (CPU +{c.cpu_overhead:.0%})")
+    print(
+        f"  {len(costs) - len(missed)} of {len(costs)} labs under target"
+        + (f"; missed: {', '.join(missed)}" if missed else "")
+    )
 
 
 # --- (a) a class batch, sandboxed or not, 1 or 2 at a time -------------------------------------
@@ -162,6 +271,8 @@ def main() -> int:
     parser.add_argument("--skip-labs", action="store_true")
     parser.add_argument("--skip-class", action="store_true")
     parser.add_argument("--class-size", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=2, help="runs per lab and way (best)")
+    parser.add_argument("--labs", nargs="*", default=None, help="lab ids (default: all)")
     args = parser.parse_args()
     # nbgrader, its kernels and their sandboxes inherit the prefix: killed or not, their
     # namespaces and they themselves are gone at exit (benchmarks/_namespaces.py).
@@ -172,7 +283,7 @@ def main() -> int:
     if not args.skip_class:
         class_batch(args.class_size)
     if not args.skip_labs:
-        per_lab()
+        per_lab(args.labs or nbtools.lab_ids(), max(1, args.rounds))
     return 0
 
 

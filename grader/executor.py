@@ -363,24 +363,27 @@ class VerifyingExecute(Execute):
 
         resources = resources if resources is not None else {}
         lab_id = self.lab_id or resources.get("nbgrader", {}).get("assignment", "")
-        self._lab: Lab = load_lab(lab_id)
-        self._snapshot = snapshot_files()
         self.verdicts: dict[str, Verdict] = {}
         self.interference: list[str] = []
         self.notes: list[str] = []
         self.stopped: str = ""  # why no more cells run (the kernel died or was stopped)
         self._detached: list[str] = []
-        self.reference_calls = reference_calls(nb.cells, self._lab)
         integrity = None
         if self.verifier_copy:
             integrity = Integrity.load(Path(self.verifier_copy), self.verifier_digest)
         self._server = VerifierServer(lab_id, integrity)
-        self._server.start()  # before the kernel exists: nothing in it can touch the server
-        learner = self.learner or resources.get("nbgrader", {}).get("student", "")
-        env = {"K8SNET_LEARNER": learner} if learner else {}
-        if self._sandboxed():
-            self._use_sandbox(resources, env)
+        # Before the kernel exists, so nothing in it can touch the server; and before this
+        # process imports the lab's checks, so the verifier's own start-up (the checks, the
+        # probes' forkserver) runs meanwhile instead of after it.
+        self._server.start()
         try:
+            self._lab: Lab = load_lab(lab_id)
+            self._snapshot = snapshot_files()
+            self.reference_calls = reference_calls(nb.cells, self._lab)
+            learner = self.learner or resources.get("nbgrader", {}).get("student", "")
+            env = {"K8SNET_LEARNER": learner} if learner else {}
+            if self._sandboxed():
+                self._use_sandbox(resources, env)
             with environment(**env):
                 return super().preprocess(nb, resources, km)
         finally:

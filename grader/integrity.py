@@ -72,6 +72,9 @@ VERIFIER_TOOLS = (
 # Files of a copied package that Python never loads (bytecode it does load: it is hashed).
 SKIP_SUFFIXES = (".pyi", ".md", ".txt", ".rst")
 MANIFEST = "manifest.json"
+COPY_PREFIX = "k8snet-verifier-"  # grader.lifecycle.reap_stale_copies looks for it
+SHM = Path("/dev/shm")
+SHM_NEEDED = 256 << 20  # a copy is about 40 MB; leave room for everything else there
 FORKSERVER = "python-forkserver"
 # The probes' forkserver is started by multiprocessing as `<executable> <flags> -c CODE`.
 # Python 3.11 does not hand a forkserver the parent's sys.path, and -I ignores PYTHONPATH,
@@ -354,9 +357,9 @@ def make_copy(extra_labs: list[Path] | None = None, parent: Path | None = None) 
     Call it before any kernel of the grading run starts: what is recorded now is what every
     verdict is compared against.
     """
-    if parent is not None:
-        parent.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="k8snet-verifier-", dir=parent))
+    parent = parent or copy_parent()
+    parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=COPY_PREFIX, dir=parent))
     trees = [(REPO / "course", root / "course"), (REPO / "grader", root / "grader")]
     trees += [(_package_dir(name), root / name) for name in VERIFIER_PACKAGES]
     trees += [(folder, root / f"extra_labs_{i}") for i, folder in enumerate(extra_labs or [])]
@@ -380,6 +383,28 @@ def make_copy(extra_labs: list[Path] | None = None, parent: Path | None = None) 
     made = Integrity(root, files, hashlib.sha256(data).hexdigest())
     made.remember_stamps(set(files) - set(outside), outside, before_hashing)
     return made
+
+
+def copy_folders() -> list[Path]:
+    """Every folder a copy may be made in (see `copy_parent`)."""
+    return list(dict.fromkeys([SHM, Path(tempfile.gettempdir())]))
+
+
+def copy_parent() -> Path:
+    """Where copies are made: /dev/shm when it has room, else the temporary folder.
+
+    A copy is some 3,000 files (sources, bytecode, data) written and hashed before the
+    learner's kernel may start, so it is on the critical path of every graded notebook. On
+    a disk shared with other work, creating them took 1-4 s; in memory (tmpfs) about 1 s.
+    Docker's default /dev/shm (64 MB) is too small for a copy and its margin: then /tmp.
+    A copy left by a killed grader is removed by `grader.lifecycle.reap_stale_copies`,
+    which looks in both folders (in /dev/shm it would hold memory until reboot).
+    """
+    try:
+        st = os.statvfs(SHM)
+    except OSError:
+        return Path(tempfile.gettempdir())
+    return SHM if st.f_bavail * st.f_frsize >= SHM_NEEDED else Path(tempfile.gettempdir())
 
 
 def remove_copy(integrity: Integrity) -> None:

@@ -14,14 +14,32 @@ translated. From those counts it decides, in this order, each with its own messa
 5. counts not uniform over ready pods    -> probabilities wrong (every rule 1/n, say)
 
 Step 5 is a chi-square goodness-of-fit test against equal shares. It fails a correct
-rule set with probability at most ALPHA = 1e-6 (the test's size; with ~1000 expected
-connections per endpoint the chi-square approximation is excellent, and the u32 rounding
-of kube-proxy's probabilities moves each share by under 1e-9). Steps 1-4 are exact: a
+rule set with probability at most ALPHA = 1e-6 (the test's size; the u32 rounding of
+kube-proxy's probabilities moves each share by under 1e-9). Steps 1-4 are exact: a
 correct rule set never trips them, provided every SYN reaches the node; the client paces
 its bursts and leaves time for one SYN retransmission so a busy host does not lose any.
-The whole check takes about 0.3-0.7 s for 3,000 connections once the probe forkserver runs. The survival function is computed here in closed form
-(no SciPy): for k degrees of freedom it is a finite sum of Poisson terms (k even) or
-erfc plus a finite sum (k odd).
+The survival function is computed here in closed form (no SciPy): for k degrees of
+freedom it is a finite sum of Poisson terms (k even) or erfc plus a finite sum (k odd).
+
+How many connections (DEFAULT_CONNECTIONS = 1,500, was 3,000): enough that the subtlest
+mistake step 5 exists for almost never passes, and no more, since every connection is
+grading time. That mistake is "every rule 1/n" with the lab's n = 3 endpoints: shares
+1/3, 2/9, 4/9 instead of a third each (for n = 2 it is the correct 1/2, nothing to catch;
+a cascade without its last rule is step 2's, exact). Computed exactly over the
+multinomial distribution (every count vector summed, not the chi-square approximation),
+with the test at ALPHA = 1e-6:
+
+    connections      1,200     1,500     1,800     2,000     3,000
+    size (n = 3)     1.0e-6    1.0e-6    1.0e-6    1.0e-6    1.0e-6   (a correct rule set fails)
+    miss 1/n skew    5.4e-6    1.5e-8    2.2e-11   1.0e-12   < 1e-15  (the mistake passes)
+
+At 1,500 the mistake passes 70 times less often than a correct rule set fails, and the
+exact size stays at the stated 1e-6 (1.02e-6; n = 2: 1.03e-6). The message after a
+rejection ("skewed towards the last endpoint") is a second test at ALPHA against the
+1/n shares, so it does not depend on the count. When conntrack drops events under load
+the sample shrinks only by refused connections (accepted ones stay in the table dump),
+which the skew mistake does not produce. The check takes about 0.6 s (was 1.0 s for
+3,000) once the probe forkserver runs, more on a loaded machine.
 """
 
 from __future__ import annotations
@@ -44,7 +62,7 @@ from grader.probes import ProbeError, run_in_netns
 from grader.verdict import Verdict
 
 ALPHA = 1e-6
-DEFAULT_CONNECTIONS = 3000
+DEFAULT_CONNECTIONS = 1500  # why 1,500: the module docstring
 BATCH = 250  # connections started per burst from the client
 PACE = 0.2  # seconds a burst may take to be answered before the next one starts
 # How long the connection probe may run beyond its own waits before it is killed as hung:

@@ -150,13 +150,16 @@ def release_copy(root: Path) -> None:
 
 
 def reap_stale_copies(folder: Path | None = None) -> list[Path]:
-    """Remove the verifier copies in `folder` (default: the temp folder) whose grader died."""
+    """Remove the verifier copies in `folder` (default: every folder `grader.integrity`
+    makes copies in, /dev/shm and the temp folder) whose grader died."""
     import fcntl
     import shutil
-    import tempfile
 
+    from grader.integrity import copy_folders
+
+    owners = [o for f in ([folder] if folder else copy_folders()) for o in _owners(f)]
     removed = []
-    for owner in Path(folder or tempfile.gettempdir()).glob(f"{COPY_PREFIX}*{OWNER_SUFFIX}"):
+    for owner in owners:
         try:
             fd = os.open(owner, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
@@ -177,3 +180,10 @@ def reap_stale_copies(folder: Path | None = None) -> list[Path]:
         finally:
             os.close(fd)
     return removed
+
+
+def _owners(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.glob(f"{COPY_PREFIX}*{OWNER_SUFFIX}"))
+    except OSError:
+        return []

@@ -342,7 +342,7 @@ def followed(svc: ServiceSpec) -> Callable[[CheckFn], CheckFn]:
 @followed(WEB)
 @judged
 def check_spread(ctx: CheckContext) -> Verdict:
-    """3,000 new connections from pod d to 10.96.0.10:80 spread evenly over a, b and c."""
+    """1,500 new connections from pod d to 10.96.0.10:80 spread evenly over a, b and c."""
     return distribution(ctx, "abc", "")
 
 
