@@ -19,6 +19,7 @@ from course.kernel import Netns
 from grader import journey
 from grader.labs import Check, CheckContext, Lab
 from grader.labs.common import question
+from grader.labs.lab01 import concurrently
 from grader.labs.lab02_breakfix import CHECK as BREAKFIX
 from grader.probes import Frame, Observation, ping, sniff_while
 from grader.verdict import Verdict
@@ -330,8 +331,21 @@ def check_bridge_gateway(ctx: CheckContext) -> Verdict:
 
 
 def _bridge_gateway(node: NodeView) -> Verdict:
-    for pod in node.pods:
-        obs = ping(node.ns, pod.ip)
+    """Judged in the order node -> a, a -> node, node -> b, b -> node; the four pings run
+    at once (each its own probe process; they share no state a verdict reads), so a
+    passing lab costs one ping's time and a broken one one timeout, not four."""
+    pings = concurrently(
+        *(
+            call
+            for pod in node.pods
+            for call in (
+                lambda pod=pod: ping(node.ns, pod.ip),
+                lambda pod=pod: ping(pod.ns, node.ip),
+            )
+        )
+    )
+    for k, pod in enumerate(node.pods):
+        obs, out = pings[2 * k], pings[2 * k + 1]
         if not obs.ok:
             return bridge_problem(node, obs) or _generic(
                 f"{node.name} cannot reach {pod.label}",
@@ -339,7 +353,6 @@ def _bridge_gateway(node: NodeView) -> Verdict:
                 f"an echo reply from {pod.ip} via {CNI0}",
                 "the node reaches pods through cni0's address and its connected /24 route",
             )
-        out = ping(pod.ns, node.ip)
         if not out.ok:
             return bridge_problem(node, out, src=pod) or _generic(
                 f"{pod.label} cannot reach {node.name}'s address {node.ip}",
@@ -576,8 +589,9 @@ def check_routed_node(ctx: CheckContext) -> Verdict:
 
 
 def _routed_node(node: NodeView) -> Verdict:
-    for pod in node.pods:
-        obs = ping(node.ns, pod.ip)
+    """Judged pod by pod in order; the pings run at once (see `_bridge_gateway`)."""
+    pings = concurrently(*(lambda pod=pod: ping(node.ns, pod.ip) for pod in node.pods))
+    for pod, obs in zip(node.pods, pings, strict=True):
         if not obs.ok:
             return _routed_node_problem(node, pod, obs) or _generic(
                 f"{node.name} cannot reach {pod.label}",
