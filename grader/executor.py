@@ -53,6 +53,7 @@ import re
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -372,12 +373,15 @@ class VerifyingExecute(Execute):
         if self.verifier_copy:
             integrity = Integrity.load(Path(self.verifier_copy), self.verifier_digest)
         self._server = VerifierServer(lab_id, integrity)
-        # Before the kernel exists, so nothing in it can touch the server; and before this
-        # process imports the lab's checks, so the verifier's own start-up (the checks, the
-        # probes' forkserver) runs meanwhile instead of after it.
-        self._server.start()
+        # Before the kernel exists, so nothing in it can touch the server or the lab's checks
+        # this process imports: both happen at once (the copy is mostly file writes and
+        # hashing, the import Python), and the verifier's own start-up (the checks, the
+        # probes' forkserver) then runs while this process goes on, not after it.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            loading = pool.submit(load_lab, lab_id)
+            self._server.start()
         try:
-            self._lab: Lab = load_lab(lab_id)
+            self._lab: Lab = loading.result()
             self._snapshot = snapshot_files()
             self.reference_calls = reference_calls(nb.cells, self._lab)
             learner = self.learner or resources.get("nbgrader", {}).get("student", "")
