@@ -69,6 +69,13 @@ class Catalogue:
     faults: tuple[Fault, ...]
     k: int = 2
     story: str = ""  # what the learner is told: the symptom, never the fault
+    # Pairs of fault ids never drawn together: one would undo or hide the other (a route
+    # through a cable that the other fault takes down cannot even be written).
+    apart: tuple[tuple[str, str], ...] = ()
+
+    def compatible(self, picked: list[Fault]) -> bool:
+        ids = {f.id for f in picked}
+        return not any(a in ids and b in ids for a, b in self.apart)
 
     def fault(self, fault_id: str) -> Fault:
         for f in self.faults:
@@ -81,12 +88,18 @@ def draw(catalogue: Catalogue, identity: str, k: int | None = None) -> list[Faul
     """`k` faults picked from `identity` alone (a hash, not Python's salted `hash()`).
 
     The same identity always gets the same faults, in catalogue order (the order they are
-    applied), on any machine.
+    applied), on any machine. A draw holding a pair the catalogue keeps `apart` is drawn
+    again from the same generator, so every other identity keeps the faults it had.
     """
     k = catalogue.k if k is None else k
     seed = hashlib.sha256(f"{catalogue.name}\0{identity}".encode()).digest()
-    picked = set(random.Random(seed).sample(range(len(catalogue.faults)), k))
-    return [f for i, f in enumerate(catalogue.faults) if i in picked]
+    rng = random.Random(seed)
+    for _ in range(1000):
+        picked = set(rng.sample(range(len(catalogue.faults)), k))
+        faults = [f for i, f in enumerate(catalogue.faults) if i in picked]
+        if catalogue.compatible(faults):
+            return faults
+    raise ValueError(f"catalogue {catalogue.name}: no {k} faults can be drawn together")
 
 
 def learner_file() -> Path:

@@ -99,6 +99,12 @@ def _fix_route_c(roles: Roles) -> None:
 CATALOGUE = Catalogue(
     name="01-netns-veth/node-pods",
     k=2,
+    # A cable taken down drops the routes through it: with veth-d down, pod-d's missing route
+    # would be no second fault, and pod-c's route into veth-d could not even be written.
+    apart=(
+        ("node-route-d-missing", "node-veth-d-down"),
+        ("node-veth-d-down", "node-route-c-wrong-cable"),
+    ),
     story=(
         "node1 no longer reaches all of its pods. Find where the packets stop (ping, "
         "tcpdump, ip link/addr/route/neigh in each namespace) and repair the lab."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -178,3 +179,42 @@ def test_prepare_runs_only_when_the_faults_are_injected(monkeypatch):
     assert calls == ["prepare", "fault"]
     assert first.fresh and not again.fresh
     assert "1 fault injected into your lab" in str(first)
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        p
+        for p in itertools.combinations(CATALOGUE.faults, CATALOGUE.k)
+        if CATALOGUE.compatible(list(p))
+    ],
+    ids=lambda p: "+".join(f.id for f in p),
+)
+def test_every_pair_a_learner_can_draw_is_injected_present_and_repairable(pair):
+    """A learner draws any compatible pair: both faults must apply (in draw order), both
+    must be there afterwards (the hints talk about them), and both repairs must heal the lab.
+    (A route through pod-d's cable cannot be written once that cable is down: a learner id
+    drawing that pair got an inject cell that raised.)"""
+    with Cluster(LAB, nodes=1, pods_per_node=0, pod_network=None, underlay=False) as c:
+        _exercise4(c)
+        for fault in pair:
+            fault.apply(c.namespaces)
+        assert [f.id for f in pair if f.present and not f.present(c.namespaces)] == []
+        assert not node_reaches_pods(_ctx(c)).passed
+        for fault in pair:
+            fault.repair(c.namespaces)  # type: ignore[misc]
+        assert node_reaches_pods(_ctx(c)).passed
+
+
+def test_pairs_kept_apart_are_never_drawn():
+    apart = Catalogue(
+        "t-apart",
+        CATALOGUE.faults[:3],
+        k=2,
+        apart=((CATALOGUE.faults[0].id, CATALOGUE.faults[1].id),),
+    )
+    drawn = {tuple(f.id for f in draw(apart, f"learner:{n}")) for n in range(200)}
+    assert drawn == {
+        (CATALOGUE.faults[0].id, CATALOGUE.faults[2].id),
+        (CATALOGUE.faults[1].id, CATALOGUE.faults[2].id),
+    }
