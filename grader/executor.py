@@ -360,6 +360,9 @@ class VerifyingExecute(Execute):
     )
 
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> Any:
+        # Imported now, before any kernel runs: the unsandboxed path used to import it only
+        # after cells had run, and a root kernel could have rewritten it by then.
+        import grader.sandbox  # noqa: F401
         from grader.integrity import Integrity
 
         resources = resources if resources is not None else {}
