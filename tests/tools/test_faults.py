@@ -218,3 +218,27 @@ def test_pairs_kept_apart_are_never_drawn():
         (CATALOGUE.faults[0].id, CATALOGUE.faults[2].id),
         (CATALOGUE.faults[1].id, CATALOGUE.faults[2].id),
     }
+
+
+def _catalogues() -> list[Catalogue]:
+    import importlib
+    import pkgutil
+
+    import course.faults as pkg
+
+    names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name.startswith("lab"))
+    return [importlib.import_module(f"course.faults.{n}").CATALOGUE for n in names]
+
+
+@pytest.mark.parametrize("catalogue", _catalogues(), ids=lambda c: c.name.split("/")[0])
+def test_every_catalogue_can_always_draw(catalogue: Catalogue) -> None:
+    """`draw` redraws a set holding a pair kept apart: a catalogue whose `apart` rules out
+    every k-set would loop to its give-up for every learner. Its pairs must name real faults
+    (a typo would silently keep nothing apart), and learners still get varied draws."""
+    known = {f.id for f in catalogue.faults}
+    assert {i for pair in catalogue.apart for i in pair} <= known
+    combos = itertools.combinations(catalogue.faults, catalogue.k)
+    assert any(catalogue.compatible(list(c)) for c in combos)
+    drawn = {tuple(f.id for f in draw(catalogue, f"learner:s{n}")) for n in range(200)}
+    assert all(catalogue.compatible([catalogue.fault(i) for i in d]) for d in drawn)
+    assert len(drawn) >= min(4, len(catalogue.faults))
