@@ -18,6 +18,8 @@ from course.podnet import bgp, underlay, vxlan
 from course.topology import Cluster
 from grader.labs import CheckContext
 from grader.labs.lab03 import LAB_ID
+from grader.labs.lab03_breakfix import a_reaches_e
+from tests.faultpairs import drawable, ids, problem
 from tests.nbharness import run_check, verdict_caught
 
 
@@ -233,3 +235,19 @@ def test_breakfix_not_injected_then_injected_then_repaired(lab, monkeypatch):
         fault.repair(lab.namespaces)
     v = run(lab, "breakfix")
     assert v.passed, v.render()
+
+
+def test_breakfix_every_pair_a_learner_can_draw_is_injected_present_and_repairable(lab):
+    """Every drawable pair on the shared lab: applied in draw order without error, both still
+    present, then healed by both repairs. That the pair breaks pod a's path to pod e is not
+    probed again (each fault alone does, above; a broken probe waits for its timeouts). All
+    pairs were once tried with that probe too: none clashed, so nothing is kept apart here."""
+    breakfix_state(lab)
+    ctx = CheckContext(LAB_ID, lab.prefix, tuple(lab.record.namespaces))
+    assert a_reaches_e(ctx).passed
+    found = {
+        ids(d): p
+        for d in drawable(CATALOGUE)
+        if (p := problem(d, lab.namespaces, lambda: a_reaches_e(ctx).passed, False))
+    }
+    assert found == {}

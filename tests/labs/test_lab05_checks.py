@@ -27,6 +27,7 @@ from course.netfilter.lab import (
 from course.topology import Cluster
 from grader.labs import CheckContext
 from grader.verdict import Verdict
+from tests.faultpairs import drawable, ids, problem
 from tests.nbharness import run_check
 from tests.nbharness import verdict_caught as caught
 
@@ -224,3 +225,23 @@ def test_breakfix_check_hints_then_full_marks(fresh: Lab05, monkeypatch) -> None
     finally:
         c.record.faults = {}
         c.record.save()
+
+
+def test_every_pair_a_learner_can_draw_is_injected_present_and_repairable(fresh: Lab05) -> None:
+    """Every drawable pair on the shared lab: applied in draw order without error, both still
+    present, then healed by both repairs. That the pair breaks the Service is not probed again
+    (each fault alone does, above; a broken probe waits for its timeouts). All pairs were once
+    tried with that probe too: none clashed, so nothing is kept apart here."""
+    from course.faults.lab05 import CATALOGUE, WORKING_RULES
+    from grader.labs.lab05 import service_works
+
+    fresh.rules(*WORKING_RULES)
+    c = fresh.cluster
+    ctx = CheckContext(LAB_ID, c.prefix, tuple(c.record.namespaces), {})
+    assert service_works(ctx).passed
+    found = {
+        ids(d): p
+        for d in drawable(CATALOGUE)
+        if (p := problem(d, c.namespaces, lambda: service_works(ctx).passed, False))
+    }
+    assert found == {}

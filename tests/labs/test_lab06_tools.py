@@ -22,6 +22,7 @@ from grader import breakfix, probes
 from grader.labs import CheckContext
 from grader.labs.lab06 import BREAKFIX, ECHO, check_by_hand, cluster_ip_works
 from grader.verdict import Verdict
+from tests.faultpairs import drawable, ids, problem
 from tests.labs.test_lab06_checks import MANIFESTS, SERVER, STICKY_YAML, Lab06
 
 pytestmark = pytest.mark.slow
@@ -151,3 +152,17 @@ def test_a_rejected_restore_is_named_with_its_line(lab: Lab06) -> None:
     finally:
         _drop_by_hand(lab)  # a good restore clears the note
     assert "rejected" not in judge(lab, check_by_hand).observed
+
+
+def test_every_pair_a_learner_can_draw_is_injected_present_and_repairable(lab: Lab06) -> None:
+    """Every drawable pair on the shared lab: applied in draw order without error, both still
+    present, then healed by both repairs. That the pair breaks the ClusterIP is not probed again
+    (each fault alone does, above; a broken probe waits for its timeouts). All pairs were once
+    tried with that probe too: none clashed, so nothing is kept apart here."""
+    ctx = _ctx(lab)
+    found = {
+        ids(d): p
+        for d in drawable(CATALOGUE)
+        if (p := problem(d, lab.cluster.namespaces, lambda: cluster_ip_works(ctx).passed, False))
+    }
+    assert found == {}

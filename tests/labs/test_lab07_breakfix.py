@@ -19,6 +19,7 @@ from course.topology import Cluster
 from grader import breakfix
 from grader.labs import CheckContext
 from grader.labs.lab07 import LAB, LAB_ID, nodeport_path_works
+from tests.faultpairs import drawable, ids, problem
 from tests.labs.test_lab07_checks import RIGHT, Lab07
 
 pytestmark = pytest.mark.slow
@@ -82,3 +83,20 @@ def test_the_second_attempt_says_where_to_look(lab: NodePortLab) -> None:
         fault.repair(lab.cluster.namespaces)  # type: ignore[misc]
     assert fault.look_at not in first.hint and fault.look_at in second.hint
     assert "the client got a SYN-ACK from 10.244.2." in second.observed
+
+
+def test_every_pair_a_learner_can_draw_is_injected_present_and_repairable(lab: NodePortLab) -> None:
+    """Every drawable pair on the shared lab: applied in draw order without error, both still
+    present, then healed by both repairs. That the pair breaks the NodePort path is not probed
+    again (each fault alone does, above; a broken probe waits for its timeouts). All pairs were
+    once tried with that probe too: none clashed, so nothing is kept apart here."""
+    found = {
+        ids(d): p
+        for d in drawable(CATALOGUE)
+        if (
+            p := problem(
+                d, lab.cluster.namespaces, lambda: nodeport_path_works(ctx(lab)).passed, False
+            )
+        )
+    }
+    assert found == {}
