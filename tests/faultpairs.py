@@ -33,7 +33,8 @@ def problem(
 ) -> str | None:
     """What goes wrong when the faults of `d` are injected then repaired; None if nothing.
 
-    Every repair runs even after a failure, so a lab shared between draws comes back working
+    The repairs run in draw order, and each must leave the faults after it in place. Every
+    repair runs even after a failure, so a lab shared between draws comes back working
     (`works()` is checked last: a draw that cannot be healed says so). `broken_too=False`
     skips proving the broken lab fails (a failing probe waits for its timeouts; each fault
     alone is proven to break its lab elsewhere, and one fault undoing another shows in
@@ -50,12 +51,17 @@ def problem(
         found = f"not present after injecting: {hidden}"
     if broken_too and not found and works():
         found = "the lab still works"
-    for fault in d:
+    for i, fault in enumerate(d):
         assert fault.repair is not None, fault.id
         try:
             fault.repair(roles)
         except Exception as e:
             found = found or f"repairing {fault.id} raised {e!r}"
+        # A repair that also removes a later fault leaves the learner a lab healed by
+        # half a fix, and a hint about a fault that is gone.
+        gone = [f.id for f in d[i + 1 :] if f.present is not None and not f.present(roles)]
+        if gone:
+            found = found or f"repairing {fault.id} also removed {gone}"
     if not works():
         found = (found + "; " if found else "") + "the repairs do not heal the lab"
     return found

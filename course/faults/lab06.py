@@ -104,6 +104,10 @@ def _unblock_c(roles: Roles) -> None:
 CATALOGUE = Catalogue(
     name="06-kube-proxy/cluster-ip",
     k=2,
+    # With the jump gone, the stray ACCEPT stands in front of nothing: putting the jump back
+    # the way kube-proxy does (`-I`, first in PREROUTING) puts it ahead of the ACCEPT, and
+    # that one repair heals the ClusterIP with the second fault still in the chain.
+    apart=(("prerouting-jump-missing", "prerouting-stray-accept"),),
     story=(
         "New connections from pod d to the ClusterIP 10.96.0.10:80 fail, some or all of them. "
         "kube-proxy's own chains are intact (running sync() again will not help). Find where "

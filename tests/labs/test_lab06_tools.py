@@ -166,3 +166,25 @@ def test_every_pair_a_learner_can_draw_is_injected_present_and_repairable(lab: L
         if (p := problem(d, lab.cluster.namespaces, lambda: cluster_ip_works(ctx).passed, False))
     }
     assert found == {}
+
+
+def test_the_jump_put_back_first_disarms_the_stray_accept_so_they_are_kept_apart(
+    lab: Lab06,
+) -> None:
+    """Both faults in nat PREROUTING: restoring kube-proxy's jump (prepended, as kube-proxy
+    does) heals the ClusterIP while the stray ACCEPT is still there, so a learner drawing both
+    would repair one fault and be told it is all repaired. The exploration of every pair
+    (repairing each fault alone) found no other pair where one repair heals both."""
+    roles = lab.cluster.namespaces
+    jump, stray = (
+        CATALOGUE.fault(i) for i in ("prerouting-jump-missing", "prerouting-stray-accept")
+    )
+    jump.apply(roles)
+    stray.apply(roles)
+    try:
+        jump.repair(roles)  # type: ignore[misc]
+        assert stray.present(roles)  # type: ignore[misc]
+        assert cluster_ip_works(_ctx(lab)).passed
+    finally:
+        stray.repair(roles)  # type: ignore[misc]
+    assert not CATALOGUE.compatible([jump, stray])
