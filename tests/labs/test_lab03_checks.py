@@ -241,7 +241,8 @@ def test_breakfix_every_pair_a_learner_can_draw_is_injected_present_and_repairab
     """Every drawable pair on the shared lab: applied in draw order without error, both still
     present, then healed by both repairs. That the pair breaks pod a's path to pod e is not
     probed again (each fault alone does, above; a broken probe waits for its timeouts). All
-    pairs were once tried with that probe too: none clashed, so nothing is kept apart here."""
+    pairs were once tried with that probe too: none clashed, and none where repairing one fault
+    alone heals the lab, so nothing is kept apart here."""
     breakfix_state(lab)
     ctx = CheckContext(LAB_ID, lab.prefix, tuple(lab.record.namespaces))
     assert a_reaches_e(ctx).passed

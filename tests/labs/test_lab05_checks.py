@@ -231,7 +231,8 @@ def test_every_pair_a_learner_can_draw_is_injected_present_and_repairable(fresh:
     """Every drawable pair on the shared lab: applied in draw order without error, both still
     present, then healed by both repairs. That the pair breaks the Service is not probed again
     (each fault alone does, above; a broken probe waits for its timeouts). All pairs were once
-    tried with that probe too: none clashed, so nothing is kept apart here."""
+    tried with that probe too: none clashed, and none where repairing one fault alone heals the
+    lab, so nothing is kept apart here."""
     from course.faults.lab05 import CATALOGUE, WORKING_RULES
     from grader.labs.lab05 import service_works
 

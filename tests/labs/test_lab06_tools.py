@@ -158,7 +158,8 @@ def test_every_pair_a_learner_can_draw_is_injected_present_and_repairable(lab: L
     """Every drawable pair on the shared lab: applied in draw order without error, both still
     present, then healed by both repairs. That the pair breaks the ClusterIP is not probed again
     (each fault alone does, above; a broken probe waits for its timeouts). All pairs were once
-    tried with that probe too: none clashed, so nothing is kept apart here."""
+    tried with that probe too, and with each fault repaired alone: only the missing jump with
+    the stray ACCEPT clashed (below), kept apart."""
     ctx = _ctx(lab)
     found = {
         ids(d): p

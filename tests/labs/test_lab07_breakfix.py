@@ -89,7 +89,8 @@ def test_every_pair_a_learner_can_draw_is_injected_present_and_repairable(lab: N
     """Every drawable pair on the shared lab: applied in draw order without error, both still
     present, then healed by both repairs. That the pair breaks the NodePort path is not probed
     again (each fault alone does, above; a broken probe waits for its timeouts). All pairs were
-    once tried with that probe too: none clashed, so nothing is kept apart here."""
+    once tried with that probe too: none clashed, and none where repairing one fault alone heals
+    the lab, so nothing is kept apart here."""
     found = {
         ids(d): p
         for d in drawable(CATALOGUE)
