@@ -99,12 +99,15 @@ FROM if-this-fails-run-docker.seed-base-image.sh AS runtime
 # Installed in place (`pip install -e .`, as `make install` does): the code a learner reads in
 # /opt/k8s-netlabs/course is the code that runs, and the grader finds labs/ and solutions/
 # next to itself. /opt/k8s-netlabs is the pristine release; the learner works on copies in
-# /workspace.
+# /workspace. Its bytecode is compiled here (PYTHONDONTWRITEBYTECODE keeps Python from
+# writing any later): the grader's verifier copies each valid .pyc with its module, instead
+# of compiling about a hundred modules at every start.
 FROM runtime AS selfstudy
 COPY . /opt/k8s-netlabs
 RUN set -eux; \
     pip install --no-deps --no-build-isolation -e .; \
     rm -rf build *.egg-info; \
+    python -m compileall -q course grader; \
     python -c 'import course, grader'; \
     command -v k8snet; \
     mkdir -p /workspace
@@ -125,6 +128,7 @@ COPY --from=class-source /opt/k8s-netlabs /opt/k8s-netlabs
 RUN set -eux; \
     pip install --no-deps --no-build-isolation -e .; \
     rm -rf build *.egg-info; \
+    python -m compileall -q course grader; \
     python -c 'import course, grader'; \
     test ! -e solutions; \
     mkdir -p /workspace
