@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,35 @@ def remove_state_dir(prefix: str) -> None:
     one lab's notes into a later run that happens to draw the same prefix.
     """
     _remove_under_run_root([prefix], [prefix + "-*", prefix + ".*"])
+
+
+def kill_run_daemons(prefix: str) -> list[int]:
+    """SIGKILL the processes whose command line names a file of run `prefix`'s state folder.
+
+    A daemon (BIRD) is normally found through its namespace. But a node namespace deleted
+    by name while its BIRD ran (`ip netns del` in a terminal) lives on, nameless, held by
+    that BIRD: no namespace name leads to it any more, its command line (`bird -c
+    /run/k8s-netlabs/state/<prefix>/node1/bird.conf ...`) still does. `prefix` may also be
+    the start of several runs' prefixes (`knl-`, for `k8snet down --all`).
+    """
+    needle = str(STATE_DIR / prefix).encode()
+    if not prefix.endswith("-"):
+        needle += b"/"
+    killed = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except OSError:
+                continue
+            killed.append(int(entry.name))
+    return killed
 
 
 def _remove_under_run_root(names: list[str], patterns: list[str]) -> None:
@@ -141,11 +171,13 @@ def reap(lab: str | None = None, everything: bool = False) -> list[str]:
             for name in list_netns(rec.prefix + "-"):
                 Netns(name).delete()  # kills what runs inside first (BIRD included)
                 removed.append(name)
+            kill_run_daemons(rec.prefix)  # a BIRD whose namespace lost its name
             remove_state_dir(rec.prefix)
             rec.path.unlink(missing_ok=True)
     if everything:
         for name in list_netns(PREFIX + "-"):
             Netns(name).delete()
             removed.append(name)
+        kill_run_daemons(PREFIX + "-")
         _remove_under_run_root([], [PREFIX + "-*"])
     return removed

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from course import addressing
 from course.kernel.netns import pids_in_netns
-from course.runs import state_dir
+from course.runs import kill_run_daemons, state_dir
 
 if TYPE_CHECKING:
     from course.kernel import Netns
@@ -193,6 +193,8 @@ class Bird:
         for host in pids_in_netns(self.ns.path) if self.ns.exists() else []:
             if _innermost_pid(host) == pid and _in_netns(host, self.ns.path):
                 return host
+        if self.proc is not None and self.proc.poll() is None and not self.ns.exists():
+            return self.proc.pid  # our BIRD still holds a namespace that lost its name
         return None
 
     def running(self) -> bool:
@@ -333,10 +335,16 @@ def stop_all(cluster: Cluster, timeout: float = 1.0) -> None:
         bird.proc = None
         bird.ctl.unlink(missing_ok=True)
         bird.pidfile.unlink(missing_ok=True)
+    kill_run_daemons(cluster.prefix)  # one started by another process, its namespace renamed
 
 
 def setup_node(cluster: Cluster, node: Node, config: str | None = None) -> Bird:
     """Forwarding on, then this node's BIRD with `config` (default: the generated one)."""
+    if not node.ns.exists():
+        raise BirdError(
+            f"{node.name}'s namespace {node.ns.name} no longer exists (deleted?): no BIRD "
+            "started; build the lab again (the setup cell, or `k8snet up`)"
+        )
     node.ns.sysctl("net.ipv4.ip_forward", 1)
     bird = bird_of(cluster, node)
     peers = [p for p in cluster.nodes if p is not node]

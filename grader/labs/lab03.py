@@ -383,20 +383,79 @@ def session_problem(bird: bgp.Bird, me: NodeView, peer: NodeView, sent: str) -> 
         )
 
 
-def route_learned(learner: NodeView, owner: NodeView, sent: str) -> None:
+def bird_route_lines(bird: bgp.Bird, command: str, cidr: str) -> list[str]:
+    """The lines of `birdc COMMAND` that name `cidr` (with the line after: its next hop)."""
+    out = bird.birdc(command, check=False) if bird.running() else None
+    lines = out.stdout.splitlines() if out is not None and out.returncode == 0 else []
+    found = []
+    for i, line in enumerate(lines):
+        if line.startswith(cidr + " "):
+            found.append(" ".join(line.split()))
+            if i + 1 < len(lines) and lines[i + 1].startswith("\t"):
+                found.append(lines[i + 1].strip())
+    return found
+
+
+def why_not_learned(ctx: CheckContext, learner: NodeView, owner: NodeView) -> tuple[str, str]:
+    """Which step of owner -> BGP -> learner's BIRD -> learner's kernel lost the pod range.
+
+    Four places can lose it, and each has its own line of config to fix: the owner's BIRD
+    has no route for its range (no `blackhole` static), has it but does not announce it
+    (export filter), announces it but the learner's BIRD drops it (import), or the learner's
+    BIRD has it but does not write it into the kernel (`protocol kernel`'s export filter).
+    Returns (what BIRD shows, hint).
+    """
+    cidr = owner.pod_cidr
+    mine = bgp.Bird.of(ctx.prefix, learner.name, learner.ns)
+    theirs = bgp.Bird.of(ctx.prefix, owner.name, owner.ns)
+    known = bird_route_lines(mine, f"show route {cidr}", cidr)
+    if known:
+        return (
+            f"{learner.name}'s BIRD knows it (`birdc show route {cidr}`: {'; '.join(known)}) "
+            f"but did not write it into {learner.name}'s kernel",
+            f"{learner.name}'s `protocol kernel` must export pod routes to the kernel: "
+            "`export filter calico_kernel_programming;` accepting `net ~ 10.244.0.0/16`",
+        )
+    session = bgp.protocol_name(learner.ip)
+    sent = bird_route_lines(theirs, f"show route export {session}", cidr)
+    if sent:
+        return (
+            f"{owner.name} announces it to {learner.name} (`birdc show route export {session}` "
+            f"in {owner.name}: {'; '.join(sent)}), but {learner.name}'s BIRD did not take it in "
+            f"(`birdc show route {cidr}` in {learner.name}: not found)",
+            f"{learner.name}'s mesh template must import what peers announce: `import all;` "
+            "in its `ipv4 { ... }` channel",
+        )
+    owned = bird_route_lines(theirs, f"show route {cidr}", cidr)
+    if owned:
+        return (
+            f"{owner.name}'s BIRD has the route ({'; '.join(owned)}) but does not announce it "
+            f"to {learner.name} (`birdc show route export {session}` in {owner.name}: not there)",
+            f"{owner.name}'s BGP export filter must accept its own range: "
+            "`export filter { calico_aggr(); if net ~ 10.244.0.0/16 then accept; reject; };`",
+        )
+    return (
+        f"{owner.name}'s BIRD has no route for {cidr} at all, so it has nothing to announce",
+        f"{owner.name} must own its pod range in BIRD: "
+        f"`protocol static {{ ipv4; route {cidr} blackhole; }}`",
+    )
+
+
+def route_learned(ctx: CheckContext, learner: NodeView, owner: NodeView, sent: str) -> None:
     deadline = time.monotonic() + 3.0
     have = bgp.bird_routes(learner.ns)
     while owner.pod_cidr not in have and time.monotonic() < deadline:
         time.sleep(0.1)
         have = bgp.bird_routes(learner.ns)
     if owner.pod_cidr not in have:
+        why, hint = why_not_learned(ctx, learner, owner)
         raise fail(
             f"{learner.name} has no BGP route to {owner.pod_cidr} ({owner.name}'s pods)",
             sent=f"{sent}; `ip route show proto bird` in {learner.name}",
-            observed=f"{learner.name}'s BIRD routes: {', '.join(sorted(have)) or 'none'}",
+            observed=f"{learner.name}'s BIRD routes in the kernel: "
+            f"{', '.join(sorted(have)) or 'none'}. {why}",
             expected=f"{owner.pod_cidr} via {owner.ip} dev eth0 proto bird",
-            hint=f"{owner.name} must export its pod range: a `blackhole` static route for "
-            f"{owner.pod_cidr} and an export filter that accepts it",
+            hint=hint,
         )
 
 
@@ -407,8 +466,8 @@ def check_ex3_bgp(ctx: CheckContext) -> Verdict:
     sent = "looked at BIRD in node1 and node2"
     bird = bird_running(ctx, me, sent)
     session_problem(bird, me, peer, sent)
-    route_learned(peer, me, sent)
-    route_learned(me, peer, sent)
+    route_learned(ctx, peer, me, sent)
+    route_learned(ctx, me, peer, sent)
     _, c_ip = pod_ns(ctx, "c")
     _, a_ip = pod_ns(ctx, "a")
     obs, packets = sniffed_ping(ctx, "a", c_ip)

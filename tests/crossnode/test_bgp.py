@@ -163,7 +163,30 @@ import time; time.sleep(60)
 """
 
 
+def test_a_node_deleted_while_bird_runs(calico_pair):
+    """`ip netns del` on a node (a terminal) while its BIRD runs: BIRD keeps the nameless
+    namespace alive; it is still found and stopped, and starting it again says why not."""
+    c = calico_pair
+    node1 = c.node(1)
+    subprocess.run(["ip", "netns", "del", node1.ns.name], check=True)
+    bird = bgp.bird_of(c, node1)
+    assert bird.running() and len(birds_of(c.prefix)) == 2
+    with pytest.raises(bgp.BirdError, match=r"node1's namespace .* no longer exists"):
+        bgp.setup_node(c, node1)
+    c.destroy()
+    assert birds_of(c.prefix) == []
+
+
+@pytest.fixture
+def calico_pair():
+    c = Cluster("t-bgp-del", nodes=2, pods_per_node=1, pod_network="routed", cross_node="bgp")
+    with c:
+        yield c
+
+
 def test_sigkill_then_k8snet_down_leaves_no_bird_and_no_namespace():
+    """The owner is SIGKILLed after node1's namespace lost its name (`ip netns del`): node2's
+    BIRD is found through its namespace, node1's only through its state folder."""
     private = f"kl3k{uuid.uuid4().hex[:3]}"
     env = {**os.environ, "K8SNET_NS_PREFIX": private}
     proc = subprocess.Popen(
@@ -172,6 +195,7 @@ def test_sigkill_then_k8snet_down_leaves_no_bird_and_no_namespace():
     try:
         prefix = proc.stdout.readline().strip()
         assert prefix.startswith(private) and len(birds_of(prefix)) == 2
+        subprocess.run(["ip", "netns", "del", f"{prefix}-node1"], check=True)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         assert len(birds_of(prefix)) == 2  # nobody stopped them: the owner died

@@ -172,8 +172,50 @@ def test_ex3_range_not_exported(lab):
     caught(
         run(lab, "ex3-bgp"),
         "node2 has no BGP route to 10.244.1.0/24 (node1's pods)",
-        "blackhole",
+        "node1's BIRD has no route for 10.244.1.0/24 at all",
+        "route 10.244.1.0/24 blackhole",
     )
+
+
+# Where node1's config loses a pod range, and what the check must then name: the owner's
+# export filter, node1's import, node1's kernel export. Each edit is one line of node1's
+# config; the missing range is node1's own (announced) or node2's (learned).
+LOST_ROUTES = {
+    "bgp-export-none": (
+        "export filter { calico_aggr(); if net ~ 10.244.0.0/16 then accept; reject; };",
+        "export none;",
+        "node2 has no BGP route to 10.244.1.0/24 (node1's pods)",
+        "node1's BIRD has the route (10.244.1.0/24 blackhole [static1",
+        "does not announce it to node2",
+        "export filter { calico_aggr();",
+    ),
+    "import-none": (
+        "gateway recursive;\n    import all;",
+        "gateway recursive;\n    import none;",
+        "node1 has no BGP route to 10.244.2.0/24 (node2's pods)",
+        "node2 announces it to node1 (`birdc show route export Mesh_192_168_1_11` in node2",
+        "node1's BIRD did not take it in",
+        "`import all;`",
+    ),
+    "kernel-export-none": (
+        "export filter calico_kernel_programming;",
+        "export none;",
+        "node1 has no BGP route to 10.244.2.0/24 (node2's pods)",
+        "node1's BIRD knows it (`birdc show route 10.244.2.0/24`: 10.244.2.0/24 unicast "
+        "[Mesh_192_168_1_12",
+        "did not write it into node1's kernel",
+        "export filter calico_kernel_programming;",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", LOST_ROUTES)
+def test_ex3_each_place_a_route_is_lost_is_named(lab, mistake):
+    old, new, *messages = LOST_ROUTES[mistake]
+    cfg = node1_config(lab)
+    assert old in cfg
+    start_birds(lab, cfg.replace(old, new))
+    caught(run(lab, "ex3-bgp"), *messages)
 
 
 def test_ex3_config_that_does_not_parse(lab):
