@@ -54,7 +54,7 @@ LAB_ID = "04-cni-plugin"
 GATEWAY = "10.244.1.1"
 CALL_TIMEOUT = 5.0
 LEAK_RANGE = ("10.244.1.240", "10.244.1.242")  # three addresses
-LEAK_ROUNDS = 5
+LEAK_ROUNDS = 4  # on 3 addresses a leaking DEL makes the 4th ADD fail
 
 
 # --- where the learner's code runs: the sandbox, when grading has one -------------------------
@@ -66,16 +66,9 @@ def where(path: str | Path) -> str:
 
 def lab_reservations(data_dir: Path, network: str) -> dict[str, str]:
     """host-local's reservations (IP -> container id) in `data_dir`, a folder the
-    submission writes; in a sandbox read without following its symlinks (grader.inside)."""
-    sandbox = inside.current()
-    if sandbox is None:
-        return reservations(data_dir, network)
-    files = sandbox.read_folder(sandbox.inside(data_dir / network))
-    return {
-        name: (text.splitlines() or [""])[0].strip()
-        for name, text in files.items()
-        if name[:1].isdigit()
-    }
+    submission writes; in a sandbox read without following its symlinks
+    (course.cni.learner.read_folder)."""
+    return reservations(data_dir, network)
 
 
 class SandboxRuntime(Runtime):
@@ -430,7 +423,7 @@ def ex2_add(ctx: CheckContext) -> Verdict:
         rc = add(b, conf, attach(c, "net1"), "ADD pod c with CNI_IFNAME=net1")
         _honours_ifname(b, c, rc)
         ip_a, ip_c = (r["ips"][0]["address"].split("/")[0] for r in (ra, rc))
-        _on_bridge(b)
+        _on_bridge(b, ra)
         trip = _followed_ping(b, {"node": b.node, "pod-a": a, "pod-c": c}, "pod-a", ip_c)
         seen = [
             f"pod a -> {ip_c}: reply",
@@ -442,7 +435,7 @@ def ex2_add(ctx: CheckContext) -> Verdict:
                 "cni0 needs the gateway address 10.244.1.1/24 (isGateway) and must be up",
             ),
         ]
-        _default_route(a, "pod a")
+        _default_route(b, a, "pod a", ra)
         seen.append(
             ping(
                 a,
@@ -485,7 +478,12 @@ def _honours_ifname(b: Bench, pod: Netns, result: dict[str, Any]) -> None:
         )
 
 
-def _on_bridge(b: Bench) -> None:
+def _add_call(b: Bench, result: dict[str, Any]) -> PluginCall | None:
+    """The ADD call that printed `result` (its env, stdin, stdout go into the verdict)."""
+    return next((c for c in reversed(b.runtime.calls) if c.result is result), None)
+
+
+def _on_bridge(b: Bench, result: dict[str, Any]) -> None:
     links = b.node.links()
     bridge = next((link for link in links if link["name"] == "cni0"), None)
     loose = [
@@ -494,26 +492,42 @@ def _on_bridge(b: Bench) -> None:
         if link["kind"] == "veth" and (bridge is None or link["master"] != bridge["index"])
     ]
     if bridge is None or loose:
+        call = _add_call(b, result)
         raise fail(
             "the node end of a pod's veth is not a port of cni0",
-            sent="netlink: links of the node after two ADDs",
-            observed=f"cni0: {'present' if bridge else 'missing'}; veths outside cni0: {loose}",
+            sent=_sent(call, "ADD pod a") + "; then netlink: links of the node after two ADDs",
+            observed=f"cni0: {'present' if bridge else 'missing'}; veths outside cni0: "
+            f"{loose}; the result said: {_names(result)}. The ADD: {_observed(call)}",
             expected="every node-side veth enslaved to cni0, so the pods share one L2 segment",
             hint="ip link set VETH master cni0 up",
         )
 
 
-def _default_route(pod: Netns, role: str) -> None:
+def _names(result: dict[str, Any]) -> str:
+    return ", ".join(
+        str(i.get("name")) + (" (in the pod)" if i.get("sandbox") else " (node)")
+        for i in result.get("interfaces", [])
+    )
+
+
+def _default_route(b: Bench, pod: Netns, role: str, result: dict[str, Any]) -> None:
     routes = pod.routes()
     if not any(r["dst"] == "default" for r in routes):
+        call = _add_call(b, result)
         raise fail(
             f"{role} has no default route",
-            sent=f"netlink: routes of {role}",
-            observed="; ".join(f"{r['dst']} via {r['gateway']} dev {r['dev']}" for r in routes),
+            sent=_sent(call, f"ADD {role}") + f"; then netlink: routes of {role}",
+            observed="routes: "
+            + ("; ".join(_route(r) for r in routes) or "none")
+            + f"; the result's routes: {result.get('routes')}. The ADD: {_observed(call)}",
             expected="default via 10.244.1.1: host-local returned routes [{dst: 0.0.0.0/0}], "
             "and a route without gw goes via the IP's gateway",
             hint="for each route in the IPAM result: ip route add DST via GW dev IFNAME (in the pod)",
         )
+
+
+def _route(r: dict[str, Any]) -> str:
+    return f"{r['dst']}" + (f" via {r['gateway']}" if r.get("gateway") else "") + f" dev {r['dev']}"
 
 
 def _second_add_fails(b: Bench, conf: dict[str, Any], pod: Netns) -> None:

@@ -141,3 +141,28 @@ def test_files_the_submission_wrote_are_read_without_following_its_symlinks(
     assert here.is_executable(str(plugin))
     assert not here.is_executable(str(tmp_path / "linked-plugin"))
     assert not here.is_executable(str(secret))
+
+
+def test_break_fix_reads_the_mystery_reservations_without_following_symlinks(
+    tmp_path: Path,
+) -> None:
+    """The break/fix probe (and the fault's `present`) read host-local's files of the
+    mystery network through the sandbox root too: a dataDir or a reservation pointing at
+    the grader's own files, or a FIFO, reads as nothing, and nothing blocks."""
+    from course.cni.learner import reservations
+
+    secret = tmp_path / "answer-key"
+    secret.write_text("pod-z\r\neth0")
+    real = tmp_path / "real"
+    (real / "mystery-net").mkdir(parents=True)
+    (real / "mystery-net" / "10.244.1.100").write_text("pod-x\r\neth0")
+    (real / "mystery-net" / "10.244.1.101").symlink_to(secret)
+    os.mkfifo(real / "mystery-net" / "10.244.1.102")  # a plain read would block forever
+    (tmp_path / "linked").symlink_to(real)
+    root = f"/proc/{os.getpid()}/root"  # the grader's own root stands in for a sandbox's
+
+    assert reservations(Path(f"{root}{real}"), "mystery-net") == {"10.244.1.100": "pod-x"}
+    assert reservations(Path(f"{root}{tmp_path}/linked"), "mystery-net") == {}
+    assert reservations(Path(f"{root}{real}/../real"), "mystery-net") == {}
+    # the learner's own lab (no sandbox root): the path is taken as it is, files still plain
+    assert reservations(tmp_path / "linked", "mystery-net") == {"10.244.1.100": "pod-x"}

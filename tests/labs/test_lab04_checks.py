@@ -69,6 +69,11 @@ MUTANTS = {
     "result-without-ips": mutate(
         "ex2-solution", '"ips": [{"address": address, "gateway": gateway, "interface": 2}],', ""
     ),
+    "result-without-interfaces": mutate(
+        "ex2-solution",
+        '"interfaces": [\n            {"name": bridge',
+        '"links": [\n            {"name": bridge',
+    ),
     "result-wrong-version": mutate(
         "ex2-solution", '"cniVersion": conf["cniVersion"],', '"cniVersion": "0.4.0",'
     ),
@@ -129,9 +134,23 @@ CASES = [
     ("version-without-supported", "ex1-version", "VERSION is not answered", "supportedVersions"),
     ("error-text-exit-0", "ex1-version", "no proper error", "exit 0"),
     ("ignores-ifname", "ex2-add", "ADD ignored CNI_IFNAME", "CNI_IFNAME=net1"),
-    ("no-default-route", "ex2-add", "pod a has no default route", "default via 10.244.1.1"),
-    ("not-on-bridge", "ex2-add", "not a port of cni0", "veths outside cni0"),
+    (  # the verdict shows the ADD call that built the pod, and what its result said
+        "no-default-route",
+        "ex2-add",
+        "pod a has no default route",
+        (
+            "routes: 10.244.1.0/24 dev eth0; the result's routes: [{'dst': '0.0.0.0/0'}]",
+            "CNI_IFNAME=eth0",
+        ),
+    ),
+    ("not-on-bridge", "ex2-add", "not a port of cni0", ("veths outside cni0", "CNI_COMMAND=ADD")),
     ("result-without-ips", "ex2-add", "ADD broke the CNI protocol", "'ips' is missing"),
+    (
+        "result-without-interfaces",
+        "ex2-add",
+        "ADD broke the CNI protocol",
+        "'interfaces' is missing",
+    ),
     ("result-wrong-version", "ex2-add", "ADD broke the CNI protocol", "cniVersion is '0.4.0'"),
     ("add-hangs", "ex2-add", "ADD broke the CNI protocol", "did not finish within 5 s"),
     (
@@ -160,9 +179,10 @@ CASES = [
     ("mutant", "check_id", "summary", "detail"), CASES, ids=[c[0] for c in CASES]
 )
 def test_mutant_is_caught(
-    lab: CniLab, mutant: str, check_id: str, summary: str, detail: str
+    lab: CniLab, mutant: str, check_id: str, summary: str, detail: str | tuple[str, ...]
 ) -> None:
-    caught(run(lab, MUTANTS[mutant], check_id), summary, detail)
+    details = (detail,) if isinstance(detail, str) else detail
+    caught(run(lab, MUTANTS[mutant], check_id), summary, *details)
 
 
 def test_checks_leave_no_bench_behind(lab: CniLab) -> None:
