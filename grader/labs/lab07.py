@@ -167,50 +167,76 @@ def diagnose_masquerade(chains: dict[str, list[list[str]]]) -> tuple[str, str]:
 
 @judged
 def check_masquerade(ctx: CheckContext) -> Verdict:
-    """client -> node1:30080 lands on pod b or c, which sees node1's address; conntrack
-    shows DNAT and SNAT; pod-to-pod traffic keeps its source; the rules are kube-proxy's."""
-    node1 = open_ns(ctx, "node1")
-    probes = from_client(ctx, NODE1, WEB_PORT)
+    """client -> node1:30080 lands on pod b or c, which sees node1's address, and node1's
+    conntrack shows DNAT and SNAT; the same through node2 (kube-proxy writes its chains on
+    every node: there the pods see node2's cni0 address); pod-to-pod traffic keeps its
+    source; the rules are kube-proxy's on both nodes."""
+    sent1, observed1 = through_node(ctx, 1)
+    sent2, observed2 = through_node(ctx, 2)
+    pod_to_pod(ctx)
+    for n, sent, observed in ((1, sent1, observed1), (2, sent2, observed2)):
+        summary, hint = diagnose_masquerade(nat_rules(open_ns(ctx, f"node{n}")))
+        if summary:  # the packets work, but the rules are not kube-proxy's
+            raise fail(f"{_on(n)}{summary}", sent=f"{sent}; read `iptables-save -t nat` in "
+                       f"node{n}", observed=observed, expected="kube-proxy's KUBE-MARK-MASQ "
+                       "and KUBE-POSTROUTING", hint=hint)  # fmt: skip
+    return Verdict.ok(
+        f"NodePort through node1: the pods saw {NODE1}; conntrack holds DNAT and SNAT "
+        f"(through node2 they saw {pod_gateway(2)})",
+        sent=f"{sent1}; {sent2}",
+        observed=f"{observed1} || {observed2}",
+    )
+
+
+def _on(n: int) -> str:
+    """Node 1 is the exercise's main subject: its messages carry no prefix."""
+    return "" if n == 1 else f"node{n}: "
+
+
+def through_node(ctx: CheckContext, n: int) -> tuple[str, str]:
+    """Tagged connections from the client to node N's NodePort: every one answered by pod b
+    or c, which saw node N's address on the interface the packet left by (node1: eth0,
+    192.168.1.11; node2: cni0, 10.244.2.1, b and c being its own pods); node N's conntrack
+    holds both translations of each. Returns (sent, observed) for the final verdict."""
+    node = open_ns(ctx, f"node{n}")
+    ip, want = node_ip(n), (NODE1 if n == 1 else pod_gateway(2))
+    probes = from_client(ctx, ip, WEB_PORT)
     sent = (
         f"{len(probes)} tagged TCP connections from the client ({CLIENT_IP}) to "
-        f"node1 {NODE1}:{WEB_PORT}, captured at pods b, c and at the client"
+        f"node{n} {ip}:{WEB_PORT}, captured at pods b, c and at the client"
     )
     observed = story(probes)
-    summary, hint = diagnose_masquerade(nat_rules(node1))
-    bad = [p for p in probes if not p.connected or p.answer.seen != NODE1]
+    summary, hint = diagnose_masquerade(nat_rules(node))
+    bad = [p for p in probes if not p.connected or p.answer.seen != want]
     if bad:
+        if n != 1:
+            hint = (hint + ". " if hint else "") + (
+                "kube-proxy runs on every node: write the two chains on node2 too "
+                "(`ip netns exec $RUN-node2 iptables -t nat ...`)"
+            )
         raise fail(
-            summary or "the NodePort does not answer through node1",
+            f"{_on(n)}{summary}" if summary else f"the NodePort does not answer through node{n}",
             sent=sent,
             observed=observed,
-            expected=f"every connection answered by pod b or c, which saw it come from node1 "
-            f"({NODE1}); the client's replies come from {NODE1}:{WEB_PORT}",
+            expected=f"every connection answered by pod b or c, which saw it come from node{n} "
+            f"({want}); the client's replies come from {ip}:{WEB_PORT}",
             hint=hint
-            or "follow one probe: `iptables -t nat -L -v -n` counters on node1, "
-            "`conntrack -L` on node1",
+            or f"follow one probe: `iptables -t nat -L -v -n` counters on node{n}, "
+            f"`conntrack -L` on node{n}",
         )
-    entries = conntrack_entries(node1, "--orig-port-dst", str(WEB_PORT))
+    entries = conntrack_entries(node, "--orig-port-dst", str(WEB_PORT))
     missing = [p.tag for p in probes if not _both(entry_for(entries, CLIENT_IP, p.sport))]
     if missing:
         raise fail(
-            "node1's conntrack does not show both translations",
-            sent=sent + f"; read `conntrack -L --orig-port-dst {WEB_PORT}` in node1",
+            f"node{n}'s conntrack does not show both translations",
+            sent=sent + f"; read `conntrack -L --orig-port-dst {WEB_PORT}` in node{n}",
             observed=f"no DNAT+SNAT entry for {', '.join(missing)}: "
             + " / ".join(e.line for e in entries[:3]),
-            expected=f"src={CLIENT_IP} dst={NODE1} ... dport={WEB_PORT} and the reply side "
-            f"src=<pod> dst={NODE1}",
+            expected=f"src={CLIENT_IP} dst={ip} ... dport={WEB_PORT} and the reply side "
+            f"src=<pod> dst={want}",
             hint="the conntrack entry is made by the first packet; run the check again",
         )
-    pod_to_pod(ctx)
-    if summary:  # the packets work, but the rules are not kube-proxy's
-        raise fail(summary, sent=sent + "; read `iptables-save -t nat` in node1",
-                   observed=observed, expected="kube-proxy's KUBE-MARK-MASQ and "
-                   "KUBE-POSTROUTING", hint=hint)  # fmt: skip
-    return Verdict.ok(
-        f"NodePort through node1: the pods saw {NODE1}; conntrack holds DNAT and SNAT",
-        sent=sent,
-        observed=observed,
-    )
+    return sent, observed
 
 
 def _both(entry: CtEntry | None) -> bool:
@@ -401,8 +427,9 @@ def check_headless(ctx: CheckContext) -> Verdict:
 
 # --- exercise 5: break/fix -----------------------------------------------------------------------
 def nodeport_path_works(ctx: CheckContext) -> Verdict:
-    """The three paths the faults break: client -> node1:30080, pod a -> itself through
-    10.96.0.30, pod dns -> pod a through 10.96.0.30 (across node1's bridge)."""
+    """The paths the faults break: client -> node1:30080, pod a -> itself through
+    10.96.0.30, pod dns -> pod a through 10.96.0.30 (across node1's bridge); and one a
+    wrong repair breaks: pod dns -> node2:30080, translated by node2 (not node1)."""
     via1 = from_client(ctx, NODE1, WEB_PORT, pods="abc")
     # pod a (on node1 itself, once it joined `web`) sees node1's cni0 address instead
     want = {"a": pod_gateway(1), "b": NODE1, "c": NODE1}
@@ -416,6 +443,9 @@ def nodeport_path_works(ctx: CheckContext) -> Verdict:
             hint="",
         )
     a, dns = open_ns(ctx, ROLES["a"]), open_ns(ctx, ROLES["dns"])
+    broken = passes_node1_by(ctx, dns)
+    if broken is not None:
+        return broken
     for sender, who, seen in ((a, "pod a", pod_gateway(1)), (dns, "pod dns", PODS["dns"])):
         (p,) = probes_from(sender, SELF_VIP, 80, [Place("pod a", a, ip=PODS["a"])], 1, 1.0)
         if not (p.connected and p.answer.seen == seen):
@@ -427,9 +457,42 @@ def nodeport_path_works(ctx: CheckContext) -> Verdict:
                 hint="",
             )
     return Verdict.ok(
-        "the client gets through node1, and pods a and dns reach pod a through its Service",
-        sent=f"tagged connections: client -> {NODE1}:{WEB_PORT}; pods a and dns -> {SELF_VIP}:80",
+        "the client gets through node1, pods a and dns reach pod a through its Service, "
+        "and node1 leaves node2's NodePort to node2",
+        sent=f"tagged connections: client -> {NODE1}:{WEB_PORT}; pod dns -> {NODE2}:{WEB_PORT}; "
+        f"pods a and dns -> {SELF_VIP}:80",
         observed=story(via1),
+    )
+
+
+def passes_node1_by(ctx: CheckContext, dns: Netns) -> Verdict | None:
+    """pod dns (on node1) -> node2:30080 must pass node1 untranslated: node2's NodePort.
+
+    node1 routes the SYN on untouched: 192.168.1.12 is not one of its own addresses, which
+    is what the `-m addrtype --dst-type LOCAL` of KUBE-SERVICES' last rule tests. A jump to
+    KUBE-NODEPORTS put back without it takes every packet to port 30080, whatever its
+    destination: node1 translates it itself. node1's conntrack entry of the connection
+    tells (its reply side comes from a pod instead of 192.168.1.12), whether or not the
+    connection then works (that depends on node2's masquerade, exercise 1's business). The
+    jump's place in the chain changes no packet in this lab (no Service has an external IP
+    on a node), so only the addrtype is proven here.
+    """
+    node1 = open_ns(ctx, "node1")
+    places = [Place(f"pod {n}", open_ns(ctx, ROLES[n]), ip=PODS[n]) for n in "abc"]
+    (p,) = probes_from(dns, NODE2, WEB_PORT, places, 1, 1.5)
+    entries = conntrack_entries(node1, "--orig-dst", NODE2, "--orig-port-dst", str(WEB_PORT))
+    entry = entry_for(entries, PODS["dns"], p.sport)
+    if entry is not None and not entry.dnat:
+        return None
+    seen = f"node1's conntrack: {entry.line}" if entry else "node1's conntrack has no entry"
+    return Verdict.fail(
+        f"pod dns's connection to node2:{WEB_PORT} is translated by node1",
+        sent=f"a tagged connection from pod dns ({PODS['dns']}) to node2 {NODE2}:{WEB_PORT}; "
+        f"read `conntrack -L --orig-dst {NODE2}` in node1",
+        observed=f"{story([p])}; {seen}",
+        expected=f"node1 routes it to node2 unchanged (reply side src={NODE2} sport={WEB_PORT}): "
+        "192.168.1.12 is not node1's address, so node1's NodePort rules must not touch it",
+        hint="",
     )
 
 
@@ -502,6 +565,25 @@ Q4 = question(
     "has on the interface the packet leaves by.",
 )
 
+Q5 = question(
+    "q5",
+    "b",
+    "Without the masquerade the SYN comes back into pod a from 10.244.1.2, pod a itself: its "
+    "SYN-ACK goes to its own address, inside the pod, and never reaches node1, whose conntrack "
+    "would have turned 10.244.1.2:8080 back into 10.96.0.30:80. The connecting socket never "
+    "hears from 10.96.0.30, and node1's entry stays [UNREPLIED].",
+    "one of 'a', 'b', 'c'",
+    why={
+        "a": "the server does see 10.244.1.2, but its answer is addressed to 10.244.1.2, an "
+        "address of pod a's own namespace: the kernel delivers it there directly, it never "
+        "passes node1, so nothing turns 10.244.1.2:8080 back into 10.96.0.30:80, and the socket "
+        "that connected to 10.96.0.30 does not recognise it.",
+        "c": "hairpin mode is about the port a frame leaves the bridge by, not about its "
+        "addresses: with it on, the bridge sends the SYN back into pod a whatever its source. "
+        "What goes wrong comes after, with the answer.",
+    },
+)
+
 
 LAB = Lab(
     id=LAB_ID,
@@ -516,6 +598,8 @@ LAB = Lab(
         answer_check("q4-hairpin", "check-q4", "question 4: the address a hairpin pod sees", Q4),
         Check("ex3-hairpin", "check-ex3-hairpin", 3, "hairpin: a pod reaches itself",
               check_hairpin),
+        answer_check("q5-hairpin-masq", "check-q5", "question 5: hairpin without masquerade",
+                     Q5),
         Check("ex4-headless", "check-ex4-headless", 3, "a headless Service", check_headless),
         Check("ex5-breakfix", "check-ex5-breakfix", 3, "break/fix: the NodePort path",
               CHECK_BREAKFIX),

@@ -5,7 +5,7 @@ release gets nothing, each known wrong answer loses the points of the check mean
 Three autograde runs in all (each takes 1-2 minutes on a loaded 2-core machine): mutants share
 one submission and the release carries the cheater; each assertion names the check its mutant
 targets. The checks' finer messages are proven in test_lab07_checks.py, without nbgrader.
-Total: 20 points (exercises 4 + 3 + 3 + 3 + 3, four questions of 1 point).
+Total: 21 points (exercises 4 + 3 + 3 + 3 + 3, five questions of 1 point).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ FULL = {
     "check-ex2-local": 3,
     "check-q4": 1,
     "check-ex3-hairpin": 3,
+    "check-q5": 1,
     "check-ex4-headless": 3,
     "check-ex5-breakfix": 3,
 }
@@ -80,7 +81,7 @@ def test_release_and_a_cheater_get_zero(course: GradingCourse) -> None:
 
 def test_mutants(course: GradingCourse) -> None:
     """No MASQUERADE rule, externalTrafficPolicy left Cluster, hairpin left off, a headless
-    Service given a ClusterIP, four wrong predictions: each check meant for one of them
+    Service given a ClusterIP, five wrong predictions: each check meant for one of them
     fails with its message (a wrong prediction with the explanation of the option chosen);
     the break/fix repair (which writes the masquerade chains again, correctly) keeps its
     points."""
@@ -102,6 +103,7 @@ def test_mutants(course: GradingCourse) -> None:
             "answer-q2": 'q2 = "c"',
             "answer-q3": 'q3 = "a"',
             "answer-q4": 'q4 = "10.244.1.2"',
+            "answer-q5": 'q5 = "c"',
         }
     )
     result = course.grade("mutants", nb)
@@ -116,3 +118,4 @@ def test_mutants(course: GradingCourse) -> None:
     assert_caught(result, "check-q2", "why not 'c': MASQUERADE runs in nat POSTROUTING")
     assert_caught(result, "check-q3", "why not 'a': that is externalTrafficPolicy: Cluster")
     assert_caught(result, "check-q4", "why not '10.244.1.2': pod a's own address")
+    assert_caught(result, "check-q5", "why not 'c': hairpin mode is about the port")

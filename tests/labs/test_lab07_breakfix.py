@@ -101,3 +101,38 @@ def test_every_pair_a_learner_can_draw_is_injected_present_and_repairable(lab: N
         )
     }
     assert found == {}
+
+
+def test_the_nodeport_jump_put_back_without_addrtype_is_not_a_repair(lab: NodePortLab) -> None:
+    """`iptables -t nat -A KUBE-SERVICES -j KUBE-NODEPORTS` brings the client's path back, but
+    node1 now takes every packet to port 30080, whatever its destination: pod dns's
+    connection to node2:30080 is translated by node1 (its conntrack entry's reply side comes
+    from a pod), and the check says so. The jump put back *first* in the chain, with its addrtype match, is a
+    repair: in this lab no rule of KUBE-SERVICES can match a packet for a node's own address
+    (no Service has an external IP or a load-balancer IP), so the order changes no packet,
+    and only packets decide."""
+    fault = CATALOGUE.fault("nodeport-jump-missing")
+    single = replace(CATALOGUE, name="t-07/addrtype", faults=(fault,), k=1)
+    check = breakfix.check(single, nodeport_path_works)
+    roles = lab.cluster.namespaces
+    node1 = roles["node1"]
+    inject(lab.cluster, single)
+    try:
+        node1.run(["iptables", "-t", "nat", "-A", "KUBE-SERVICES", "-j", "KUBE-NODEPORTS"])
+        assert not fault.present(roles)  # a jump is there: the catalogue cannot tell
+        v = check(ctx(lab))
+        assert not v.passed, v.render()
+        assert "pod dns's connection to node2:30080 is translated by node1" in v.summary
+        assert "node1's conntrack: tcp" in v.observed and "src=10.244." in v.observed
+        node1.run(["iptables", "-t", "nat", "-D", "KUBE-SERVICES", "-j", "KUBE-NODEPORTS"])
+        first = ["-m", "addrtype", "--dst-type", "LOCAL", "-j", "KUBE-NODEPORTS"]
+        node1.run(["iptables", "-t", "nat", "-I", "KUBE-SERVICES", "1", *first])
+        v = check(ctx(lab))
+        assert v.passed, v.render()
+    finally:
+        lab.sync()  # kube-proxy's KUBE-SERVICES again (its restore rewrites the whole chain)
+    assert (
+        node1.run(["iptables", "-t", "nat", "-S", "KUBE-SERVICES"])
+        .stdout.rstrip()
+        .endswith("-j KUBE-NODEPORTS")
+    )

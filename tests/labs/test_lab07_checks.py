@@ -60,12 +60,13 @@ class Lab07:
     def cluster(self) -> Cluster:
         return self.lab.cluster
 
-    def masquerade(self, rules: list[str]) -> None:
-        """The learner's shell cell: flush both chains, then `iptables -t nat` per rule."""
+    def masquerade(self, rules: list[str], on: tuple[int, ...] = (1, 2)) -> None:
+        """The learner's shell cell: flush both chains, then `iptables -t nat` per rule on
+        the nodes `on` (the exercise asks for both)."""
         for node in self.cluster.nodes:
             for chain in ("KUBE-MARK-MASQ", "KUBE-POSTROUTING"):
                 node.ns.run(["iptables", "-t", "nat", "-F", chain])
-            for rule in rules:
+            for rule in rules if node.index in on else []:
                 node.ns.run(["bash", "-c", f"iptables -t nat {rule}"])
             node.ns.run(["conntrack", "-F"], check=False)
 
@@ -100,6 +101,25 @@ def test_right_rules_pass(lab07: Lab07) -> None:
     lab07.masquerade(RIGHT)
     v = lab07.run("ex1-masquerade")
     assert v.passed and "the pods saw 192.168.1.11" in v.summary
+    assert "through node2 they saw 10.244.2.1" in v.summary
+
+
+def test_rules_on_node1_only(lab07: Lab07) -> None:
+    """Through node1 all is well; through node2 the pods see the client: node2 has no
+    masquerade (the connection still works there, since node2 is the pods' own gateway)."""
+    lab07.masquerade(RIGHT, on=(1,))
+    assert_caught(lab07.run("ex1-masquerade"), "node2: KUBE-MARK-MASQ marks nothing",
+                  "saw it from 203.0.113.10", "write the two chains on node2 too",
+                  "192.168.1.12:30080")  # fmt: skip
+
+
+def test_no_masquerade_rule_on_node2_only(lab07: Lab07) -> None:
+    lab07.masquerade(RIGHT, on=(1,))
+    lab07.cluster.node(2).ns.run(
+        ["bash", "-c", " && ".join(f"iptables -t nat {r}" for r in RIGHT[:3])]
+    )
+    assert_caught(lab07.run("ex1-masquerade"), "node2: KUBE-POSTROUTING never masquerades",
+                  "saw it from 203.0.113.10")  # fmt: skip
 
 
 def test_no_mark_masq_jump_in_kube_ext(lab07: Lab07) -> None:

@@ -44,6 +44,7 @@ def judge(lab: str, check_id: str, answer: object) -> Verdict:
         ("07-nodeport-masquerade", "q3-local", "b", ["a", "c"]),
         ("07-nodeport-masquerade", "q4-hairpin", "10.244.1.1", ["10.244.1.2", "10.96.0.30",
                                                                 "192.168.1.11", "127.0.0.1"]),
+        ("07-nodeport-masquerade", "q5-hairpin-masq", "b", ["a", "c"]),
     ],
 )  # fmt: skip
 def test_every_wrong_option_gets_its_own_explanation(
