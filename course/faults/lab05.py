@@ -1,9 +1,11 @@
 """Lab 05's break/fix catalogue: node1's iptables rules, broken the ways people break them.
 
 Working state (end of exercise 4): node1 DNATs 10.96.0.50:80 to pod b (10.244.2.2:8080) in
-nat PREROUTING and nat OUTPUT, and drops pod c's connections to it in filter FORWARD. So
-pod a and node1 reach the Service and pod c does not. Every fault below breaks one of the
-three in a different place; the learner finds it with `k8snet trace`/`trace(...)`,
+nat PREROUTING and nat OUTPUT, drops pod c's connections to it in filter FORWARD, and (from
+the lab's setup) masquerades its pods' connections leaving the pod network in nat
+POSTROUTING. So pod a and node1 reach the Service, pod c does not, and pod a reaches the
+server outside the cluster (the router's 192.168.1.1:80). Every fault below breaks one of
+these in a different place; the learner finds it with `k8snet trace`/`trace(...)`,
 counters (`iptables -L -v`) and `iptables -S`.
 """
 
@@ -12,7 +14,17 @@ from __future__ import annotations
 import shlex
 
 from course.faults import Catalogue, Fault, Roles
-from course.netfilter.lab import BACKEND_IP, BLOCKED_IP, NODE, VIP, VIP_PORT, WEB_PORT
+from course.netfilter.lab import (
+    BACKEND_IP,
+    BLOCKED_IP,
+    MASQUERADE,
+    NODE,
+    OUTSIDE_IP,
+    OUTSIDE_PORT,
+    VIP,
+    VIP_PORT,
+    WEB_PORT,
+)
 
 DNAT = (
     f"-d {VIP}/32 -p tcp -m tcp --dport {VIP_PORT} -j DNAT --to-destination {BACKEND_IP}:{WEB_PORT}"
@@ -94,6 +106,24 @@ def _wrong_port(roles: Roles) -> bool:
     return any(WRONG in r for r in _rules(roles, "nat", "PREROUTING"))
 
 
+# --- the masquerade "moved" to nat PREROUTING --------------------------------------------------
+def _masquerade_to_prerouting(roles: Roles) -> None:
+    """Take MASQUERADE out of nat POSTROUTING and try it in PREROUTING, as someone who
+    thought "rewrite the address where the packet comes in" would. The kernel refuses the
+    second rule (MASQUERADE is only usable from POSTROUTING), so none is left anywhere."""
+    _ipt(roles, "-t", "nat", "-D", "POSTROUTING", *shlex.split(MASQUERADE))
+    roles[NODE].run(["iptables", "-t", "nat", "-A", "PREROUTING", *shlex.split(MASQUERADE)],
+                    check=False)  # fmt: skip
+
+
+def _no_masquerade(roles: Roles) -> bool:
+    return not any("MASQUERADE" in r for r in _rules(roles, "nat", "POSTROUTING"))
+
+
+def _restore_masquerade(roles: Roles) -> None:
+    _ipt(roles, "-t", "nat", "-A", "POSTROUTING", *shlex.split(MASQUERADE))
+
+
 # --- FORWARD policy DROP ------------------------------------------------------------------------------
 def _policy(roles: Roles) -> str:
     first = roles[NODE].run(["iptables", "-S", "FORWARD"]).stdout.splitlines()[0]
@@ -104,9 +134,11 @@ CATALOGUE = Catalogue(
     name="05-netfilter-order/service",
     k=2,
     story=(
-        f"The Service {VIP}:{VIP_PORT} misbehaves: pod a, node1 and pod c no longer get what "
-        "exercises 3 and 4 gave them (pod a and node1 answered by pod b, pod c blocked). "
-        "Trace their connections, read the counters and the rules, and repair node1."
+        f"node1 misbehaves: pod a, node1 and pod c no longer get what exercises 3 and 4 "
+        f"gave them at the Service {VIP}:{VIP_PORT} (pod a and node1 answered by pod b, "
+        f"pod c blocked), or pod a no longer reaches the server outside the cluster "
+        f"({OUTSIDE_IP}:{OUTSIDE_PORT}). Trace their connections, read the counters and the "
+        "rules, and repair node1."
     ),
     faults=(
         Fault(
@@ -149,6 +181,17 @@ CATALOGUE = Catalogue(
             repair=lambda r: _swap_port(r, WRONG, RIGHT),
         ),
         Fault(
+            "masquerade-in-prerouting",
+            "the MASQUERADE rule taken out of nat POSTROUTING, and refused in nat PREROUTING",
+            _masquerade_to_prerouting,
+            where=f"pod a's SYN to {OUTSIDE_IP}:{OUTSIDE_PORT} leaves node1 with its pod "
+            "address as source; the server outside has no route back to pods",
+            look_at="the nat table's POSTROUTING chain in node1 (`iptables -t nat -S "
+            "POSTROUTING`), and which chains the kernel allows MASQUERADE in (question 4)",
+            present=_no_masquerade,
+            repair=_restore_masquerade,
+        ),
+        Fault(
             "forward-policy-drop",
             "filter FORWARD's policy is DROP",
             lambda r: _ipt(r, "-P", "FORWARD", "DROP"),
@@ -161,7 +204,8 @@ CATALOGUE = Catalogue(
     ),
 )
 
-# What the working state holds, for tests and instructors (the learner writes their own).
+# What the learner's exercises add to the setup's state (`course.netfilter.lab.prepare`, which
+# brings the MASQUERADE) for the working state, for tests and instructors.
 WORKING_RULES = (
     f"-t nat -A PREROUTING {DNAT}",
     f"-t nat -A OUTPUT {DNAT}",

@@ -27,6 +27,9 @@ from course.netfilter.lab import (
     LAB_ID,
     NODE,
     NODE_IP,
+    OUTSIDE_IP,
+    OUTSIDE_PORT,
+    OUTSIDE_REPLY,
     VIP,
     VIP_PORT,
     WEB_PORT,
@@ -460,6 +463,26 @@ def _why_not_blocked(
     )
 
 
+_TABLE_JOB = {
+    "raw": "raw runs before conntrack and DNAT, to exempt packets from connection tracking",
+    "mangle": "mangle is for changing packets (marks, TOS, TTL)",
+    "nat": "nat only rewrites addresses (iptables refuses DROP there)",
+    "security": "security is for SELinux-style labels, after filter",
+}
+
+
+def _wrong_place_hint(table: str | None) -> str:
+    """Why a DROP that did cut pod c off belongs in filter FORWARD all the same."""
+    if table is None or table == "filter":
+        return "check that pod b's DNAT still works, and block only in filter FORWARD"
+    return (
+        f"{_TABLE_JOB.get(table, table)}; filtering is the filter table's job. A drop in "
+        f"{table} hides the packet from every later table: filter FORWARD's rules and "
+        "counters never see it, and nobody reading `iptables -L` (the default table) finds "
+        "why pod c is cut off. Move the rule: iptables -A FORWARD ... -j DROP"
+    )
+
+
 @judged
 def check_block(ctx: CheckContext) -> Verdict:
     """Pod c cannot reach 10.96.0.50:80 (dropped in filter FORWARD); pod a still can."""
@@ -481,7 +504,7 @@ def check_block(ctx: CheckContext) -> Verdict:
             sent=c.sent,
             observed=f"{c.outcome()} The trace shows the drop in {where}; {c.first_walk()}.",
             expected="the drop in filter FORWARD, where forwarded traffic is filtered",
-            hint="check that pod b's DNAT still works and block only in filter FORWARD",
+            hint=_wrong_place_hint(dropped.table if dropped else None),
         ).verdict
         return with_trace(v, c.trace)
     if not a.answered_by_web():
@@ -509,10 +532,13 @@ def _blocked_in_forward(c: Attempt) -> bool:
 
 
 def service_works(ctx: CheckContext) -> Verdict:
-    """Pod a and node1 get 'web' from 10.96.0.50:80; pod c is dropped in filter FORWARD."""
-    a, n, c = connect_all(
-        ctx, [(CLIENT, VIP, VIP_PORT), (NODE, VIP, VIP_PORT), (BLOCKED, VIP, VIP_PORT)]
-    )
+    """Pod a and node1 get 'web' from 10.96.0.50:80; pod c is dropped in filter FORWARD; pod a
+    gets 'outside' from the router's server (masqueraded in nat POSTROUTING)."""
+    a, n, c, o = connect_all(
+        ctx,
+        [(CLIENT, VIP, VIP_PORT), (NODE, VIP, VIP_PORT), (BLOCKED, VIP, VIP_PORT),
+         (CLIENT, OUTSIDE_IP, OUTSIDE_PORT)],
+    )  # fmt: skip
     problems: list[tuple[str, Attempt]] = []
     if not a.answered_by_web():
         problems.append(("pod a does not get 'web'", a))
@@ -520,10 +546,15 @@ def service_works(ctx: CheckContext) -> Verdict:
         problems.append(("node1 does not get 'web'", n))
     if c.answered_by_web() or not _blocked_in_forward(c):
         problems.append(("pod c is not dropped in filter FORWARD", c))
-    sent = f"TCP connections to {VIP}:{VIP_PORT} from pod a, node1 and pod c, traced in node1"
+    if o.data != OUTSIDE_REPLY:
+        problems.append((f"pod a does not get 'outside' from {OUTSIDE_IP}:{OUTSIDE_PORT}", o))
+    sent = (
+        f"TCP connections to {VIP}:{VIP_PORT} from pod a, node1 and pod c, and from pod a to "
+        f"the server outside the cluster ({OUTSIDE_IP}:{OUTSIDE_PORT}), traced in node1"
+    )
     observed = " ".join(
         f"{who}: {att.outcome()} ({att.first_walk()})."
-        for who, att in (("pod a", a), ("node1", n), ("pod c", c))
+        for who, att in (("pod a", a), ("node1", n), ("pod c", c), ("pod a -> outside", o))
     )
     if problems:
         v = Verdict.fail(
@@ -531,11 +562,14 @@ def service_works(ctx: CheckContext) -> Verdict:
             sent=sent,
             observed=observed,
             expected="pod a and node1 answered 'web' by pod b; pod c's SYN dropped in filter "
-            "FORWARD",
+            "FORWARD; pod a answered 'outside' by the router",
             hint="",
         )
         return with_trace(v, problems[0][1].trace)
-    done = "pod a and node1 reach the Service, pod c is dropped in filter FORWARD"
+    done = (
+        "pod a and node1 reach the Service, pod c is dropped in filter FORWARD, pod a reaches "
+        "the server outside"
+    )
     return with_trace(Verdict.ok(done, sent=sent, observed=observed), c.trace)
 
 

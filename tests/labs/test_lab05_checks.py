@@ -8,6 +8,7 @@ test starts from node1's tables flushed back to the lab's setup state.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +20,7 @@ from course.netfilter.lab import (
     BLOCKED_IP,
     CLIENT_IP,
     LAB_ID,
+    MASQUERADE,
     VIP,
     VIP_PORT,
     WEB_PORT,
@@ -47,11 +49,12 @@ class Lab05:
         for table in ("raw", "mangle", "nat", "filter"):
             self.node.run(["iptables", "-t", table, "-F"])
         self.node.run(["iptables", "-P", "FORWARD", "ACCEPT"])
+        self.rules(f"-t nat -A POSTROUTING {MASQUERADE}")
         self.node.run(["conntrack", "-F"], check=False)
 
     def rules(self, *lines: str) -> None:
         for line in lines:
-            self.node.run(["iptables", *line.split()])
+            self.node.run(["iptables", *shlex.split(line)])
 
     def run(self, check_id: str, **answers: object) -> Verdict:
         return run_check(LAB_ID, self.cluster, check_id, **answers)
@@ -157,6 +160,12 @@ def test_block_on_the_service_address_never_matches(served: Lab05) -> None:
 def test_drop_in_input_for_forwarded_traffic(served: Lab05) -> None:
     served.rules(BLOCK.replace("-A FORWARD", "-A INPUT"))
     caught(served.run("ex4-block"), "your DROP is in filter INPUT", "never INPUT")
+
+
+def test_drop_in_the_wrong_table(served: Lab05) -> None:
+    served.rules(BLOCK.replace("-A FORWARD", "-t mangle -A FORWARD"))
+    caught(served.run("ex4-block"), "not by a DROP in filter FORWARD", "drop in mangle FORWARD",
+           "mangle is for changing packets", "filtering is the filter table's job")  # fmt: skip
 
 
 def test_accept_before_the_drop(served: Lab05) -> None:
