@@ -188,6 +188,17 @@ def test_questions(fresh: Lab05) -> None:
 
 
 # --- break/fix ------------------------------------------------------------------------------------
+# What service_works says first for each fault alone (the symptom, never the fault).
+BROKEN = {
+    "dnat-output-missing": "node1 does not get 'web'",
+    "drop-in-input": "pod c is not dropped in filter FORWARD",
+    "accept-before-drop": "pod c is not dropped in filter FORWARD",
+    "dnat-wrong-port": "pod a does not get 'web'",
+    "masquerade-in-prerouting": "pod a does not get 'outside' from 192.168.1.1:80",
+    "forward-policy-drop": "pod a does not get 'web'",
+}
+
+
 def test_each_fault_breaks_the_service_and_its_repair_fixes_it(fresh: Lab05) -> None:
     from course.faults.lab05 import CATALOGUE, WORKING_RULES
     from grader.labs.lab05 import service_works
@@ -204,6 +215,7 @@ def test_each_fault_breaks_the_service_and_its_repair_fixes_it(fresh: Lab05) -> 
         assert fault.present(roles), fault.id
         v = service_works(ctx)
         assert not v.passed, f"{fault.id} did not break the Service:\n{v.render()}"
+        assert BROKEN[fault.id] in v.summary, v.render()
         assert fault.id not in v.render()
         fault.repair(roles)
         assert not fault.present(roles), fault.id
