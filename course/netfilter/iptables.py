@@ -134,7 +134,9 @@ def nft_rule_handles(ns: Netns, table: str, family: str = "ip") -> dict[str, lis
             handles[chain] = []
             continue
         h = _NFT_HANDLE.search(line)
-        if chain and h and "type " not in line:
+        # A base chain's `type nat hook ...` line carries no handle; a rule may well say
+        # "type" (`-m addrtype --dst-type LOCAL` is `fib daddr type local`).
+        if chain and h and not line.strip().startswith("type "):
             handles[chain].append(int(h.group(1)))
     return handles
 
