@@ -256,19 +256,23 @@ class Row:
 
 def describe(pkt: Any) -> dict[str, Any]:
     """src, dst, proto, summary, MACs and TTL of the innermost packet; outer headers if any."""
+    from scapy.layers.inet import UDP
     from scapy.layers.vxlan import VXLAN
 
     info: dict[str, Any] = {"outer": "", "vni": None}
     if VXLAN in pkt:
         outer = _describe_one(pkt)
-        vx = pkt[VXLAN]
+        vx, udp = pkt[VXLAN], pkt[UDP]
         info["vni"] = int(vx.vni)
         info["outer"] = (
-            f"{outer['src']} -> {outer['dst']} UDP {outer['summary'].split(' ', 1)[0]}"
+            f"{outer['src']} -> {outer['dst']} UDP {udp.sport} > {udp.dport}"
             f" VXLAN VNI {vx.vni} ttl {outer['ttl']}"
         )
         inner = _describe_one(vx.payload)
         info.update(inner)
+        # The wire's own MACs: which way the frame crossed this interface (the inner
+        # MACs are the two VTEPs', the same at every place the packet passes).
+        info["outer_src_mac"] = outer.get("src_mac", "")
         return info
     info.update(_describe_one(pkt))
     return info
@@ -390,8 +394,9 @@ def read_rows(
             d.update(outer="", vni=None, sport=None, dport=None, icmp_type=None, icmp_id=None)
             d["quoted"] = {}
         direction = ""
-        if mac and d.get("src_mac"):
-            direction = "out" if d["src_mac"] == mac else "in"
+        wire_src = d.get("outer_src_mac") or d.get("src_mac")
+        if mac and wire_src:
+            direction = "out" if wire_src == mac else "in"
         rows.append(
             Row(
                 t=ts - t0, where=where, src=d["src"], dst=d["dst"], proto=d["proto"],

@@ -291,16 +291,21 @@ def check_ex2_mtu(ctx: CheckContext) -> Verdict:
         _, dst_ip = pod_ns(ctx, dst)
         sent = f"`ping -M do -s 1422` and `-s 1472` from pod {src} to pod {dst} ({dst_ip})"
         fits, why_small = df_ping(src_ns, dst_ip, 1422)
+        mtu = src_ns.link("eth0")["mtu"]
         if not fits:
+            too_small = "local error" in why_small and mtu < FLANNEL_MTU
             raise fail(
                 f"a 1450-byte DF ping from pod {src} to pod {dst} failed",
                 sent=sent,
-                observed=f"1422-byte payload (1450 bytes of IP): {why_small}",
+                observed=f"1422-byte payload (1450 bytes of IP): {why_small}. "
+                f"Pod {src}'s eth0 has MTU {mtu}"
+                + (": the pod refuses packets the tunnel would carry" if too_small else ""),
                 expected="1450 bytes fit flannel.1: an echo reply",
-                hint="exercise 1's overlay must work first; then the pods' MTU must be 1450",
+                hint=f"set MTU 1450, not {mtu}: flannel.1's MTU is the largest that fits"
+                if too_small
+                else "exercise 1's overlay must work first; then the pods' MTU must be 1450",
             )
         big, why_big = df_ping(src_ns, dst_ip, 1472)
-        mtu = src_ns.link("eth0")["mtu"]
         if big or "local error" not in why_big or mtu != FLANNEL_MTU:
             raise fail(
                 f"pod {src} still sends 1500-byte packets into a 1450-byte tunnel",

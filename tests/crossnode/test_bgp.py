@@ -14,6 +14,7 @@ import pytest
 
 from course.kernel import list_netns
 from course.podnet import bgp
+from course.podnet.picture import draw_crossnode
 from course.runs import state_dir
 from course.topology import Cluster
 from grader.encap import about, sniff_wire_while
@@ -209,3 +210,11 @@ def test_sigkill_then_k8snet_down_leaves_no_bird_and_no_namespace():
     finally:
         proc.kill()
         subprocess.run([K8SNET, "down", "--all"], env=env, capture_output=True)
+
+
+def test_picture_shows_sessions_and_bird_routes(calico):
+    text = str(draw_crossnode(calico))
+    for x, y in (("node1", "node2"), ("node1", "node3"), ("node2", "node3")):
+        assert f"{x} <-> {y}: iBGP Established" in text, text
+    assert "route 10.244.2.0/24 via 192.168.1.12 dev eth0 proto bird" in text
+    assert "BGP to 192.168.1.12: Established" in text and "tunnel" not in text

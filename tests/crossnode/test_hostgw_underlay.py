@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from course.podnet import underlay
+from course.podnet.picture import draw_crossnode
 from course.topology import Cluster
 from grader.encap import about, sniff_wire_while
 from grader.probes import ping
@@ -122,3 +123,18 @@ def test_k8snet_up_with_a_mode_and_down(monkeypatch):
     finally:
         down = subprocess.run([K8SNET, "down", "03-across-nodes"], env=env, capture_output=True)
     assert down.returncode == 0
+
+
+def test_picture_hostgw_routes_and_the_missing_one(hostgw):
+    text = str(draw_crossnode(hostgw))
+    assert "route 10.244.2.0/24 via 192.168.1.12 dev eth0\n" in text
+    assert "10.244.3.0/24 via" not in text.split("node2:")[0]  # node1 has no route to node3
+    assert "tunnel" not in text and "BGP" not in text
+
+
+def test_picture_underlay_each_node_answers_for_its_pods(vpc):
+    text = str(draw_crossnode(vpc))
+    node2 = text.split("node2:")[1].split("node3:")[0]
+    assert "answers ARP for 192.168.1.121 (proxy)" in node2
+    assert "pod a 192.168.1.111" in text
+    assert text.count("no route to other nodes' pods") == 3

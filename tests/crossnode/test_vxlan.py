@@ -7,6 +7,7 @@ import json
 import pytest
 
 from course.podnet import vxlan
+from course.podnet.picture import NodeFacts, _links, draw_crossnode
 from course.topology import Cluster
 from grader.encap import about, sniff_wire_while
 from grader.probes import ping
@@ -133,3 +134,31 @@ def test_creating_the_device_twice_is_a_clear_error(flannel):
     node = flannel.node(1)
     with pytest.raises(KernelError, match=r"vxlan flannel\.1 in .*node1: File exists"):
         vxlan.create_device(node.ns, node.ip, node.pod_cidr)
+
+
+def test_picture_shows_each_node_s_tunnels_and_routes(flannel):
+    pic = draw_crossnode(flannel)
+    text = str(pic)
+    for x, y in (("node1", "node2"), ("node1", "node3"), ("node2", "node3")):
+        assert f"{x} <-> {y}: tunnel: VXLAN id 1 dstport 8472\n" in text + "\n", text
+    assert "route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink" in text
+    assert "flannel.1 VXLAN id 1 dstport 8472 mtu 1450 up" in text
+    assert "cable: node3 eth0 <-> switch underlay2 (192.168.2.0/24)" in text
+    assert b"<svg" in pic.pipe(format="svg")
+
+
+def test_picture_draws_a_one_sided_or_misdirected_tunnel_as_such():
+    """node1's FDB sends node3's frames to node2 (a break/fix fault); node3's is right."""
+    n1 = NodeFacts("node1", "192.168.1.11", vtep="flannel.1 VXLAN id 1 dstport 8472 mtu 1450")
+    n1.tunnels = ["192.168.1.12"]
+    n2 = NodeFacts("node2", "192.168.1.12")
+    n3 = NodeFacts("node3", "192.168.2.13", vtep=n1.vtep, tunnels=["192.168.1.11"])
+    links = {pair: (label, attrs["dir"]) for pair, label, attrs in _links([n1, n2, n3])}
+    assert links[("node1", "node2")] == (
+        "tunnel: VXLAN id 1 dstport 8472 (node1 -> node2 only)",
+        "forward",
+    )
+    assert links[("node1", "node3")] == (
+        "tunnel: VXLAN id 1 dstport 8472 (node3 -> node1 only)",
+        "back",
+    )

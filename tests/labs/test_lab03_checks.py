@@ -146,6 +146,14 @@ def test_ex2_mtu(lab):
     v = run(lab, "ex2-mtu")
     caught(v, "pod a still sends 1500-byte packets", "mtu = 1450", "MTU 1500")
     for n in (1, 2):
+        vxlan.set_pod_mtu(lab.node(n), 1400)  # too careful: 1450 bytes no longer leave the pod
+    caught(
+        run(lab, "ex2-mtu"),
+        "a 1450-byte DF ping from pod a to pod c failed",
+        "message too long, mtu=1400",
+        "set MTU 1450, not 1400",
+    )
+    for n in (1, 2):
         vxlan.set_pod_mtu(lab.node(n), 1450)
     v = run(lab, "ex2-mtu")
     assert v.passed, v.render()
@@ -277,6 +285,10 @@ def test_breakfix_not_injected_then_injected_then_repaired(lab, monkeypatch):
         fault.repair(lab.namespaces)
     v = run(lab, "breakfix")
     assert v.passed, v.render()
+    # the journey crosses the node network wrapped, each hop in its true direction
+    hops = {" ".join(line.split()[2:4]): line for line in v.journey.splitlines() if " ms " in line}
+    assert "[in 192.168.1.11 -> 192.168.2.13 UDP" in hops["node1/eth0 out"], v.journey
+    assert "VXLAN VNI 1" in hops["underlay/node1 in"] and "node3/flannel.1 in" in hops, v.journey
 
 
 def test_breakfix_every_pair_a_learner_can_draw_is_injected_present_and_repairable(lab):

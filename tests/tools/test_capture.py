@@ -134,6 +134,8 @@ def test_vxlan_rows_show_outer_and_inner_headers(vxlan_pair):
     assert (request.src, request.dst, request.proto) == ("10.244.1.0", "10.244.2.0", "ICMP")
     assert request.vni == 1 and "echo-request" in request.summary
     assert "192.168.1.11 -> 192.168.1.12 UDP" in request.outer and "VNI 1" in request.outer
+    assert "> 8472 VXLAN" in request.outer  # the outer UDP ports, not the inner ICMP's type
+    assert request.direction == "out"  # read from the outer MACs: node1's eth0 sent it
     assert "VNI 1" in str(cap) and "outer" in cap._repr_html_()
 
 
