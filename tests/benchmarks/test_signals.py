@@ -30,6 +30,12 @@ CASES = [
     ("topology.py", [], signal.SIGINT),
     ("kubeproxy.py", ["1000"], signal.SIGTERM),
     ("kubeproxy.py", ["1000"], signal.SIGINT),
+    ("cni.py", ["--pods", "50", "--rounds", "1"], signal.SIGTERM),
+    ("cni.py", ["--pods", "50", "--rounds", "1"], signal.SIGINT),
+    ("trace.py", ["--rounds", "10"], signal.SIGTERM),
+    ("trace.py", ["--rounds", "10"], signal.SIGINT),
+    ("nodeport.py", ["200"], signal.SIGTERM),
+    ("nodeport.py", ["200"], signal.SIGINT),
 ]
 
 

@@ -20,7 +20,7 @@ from nbclient import NotebookClient
 from tests.nbharness import REPO
 
 pytestmark = pytest.mark.slow
-LABS = ["01-netns-veth", "02-bridge-vs-routed", "06-kube-proxy"]
+LABS = sorted(p.name for p in (REPO / "solutions").iterdir() if p.is_dir())
 
 
 @pytest.fixture(autouse=True)
