@@ -80,9 +80,9 @@ def down(
     console.print(f"removed {len(removed)} namespace(s)")
     for name in removed:
         console.print(f"  {name}")
-    copies = reap_stale_copies()  # verifier copies of graders killed with SIGKILL
+    copies = reap_stale_copies()  # verifier copies and scratch of graders killed with SIGKILL
     if copies:
-        console.print(f"removed {len(copies)} verifier copy(ies) of killed graders")
+        console.print(f"removed {len(copies)} folder(s) left in /tmp by killed graders")
 
 
 def status() -> None:

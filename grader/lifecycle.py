@@ -113,20 +113,22 @@ def install() -> None:
     signal.signal(signal.SIGINT, _interrupt)
 
 
-# --- verifier copies of graders that were killed ------------------------------------------------
+# --- verifier copies and sandbox scratch folders of graders that were killed ----------------------
 # `grader.integrity` copies the verifier's code (~35 MB) into /tmp for each grading run and
-# removes it at the end; a grader killed with SIGKILL (or the OOM killer) cannot. Each copy
-# gets a sidecar `<copy>.owner` that its grading process holds an flock on for as long as it
-# lives: the kernel drops the lock when the process dies, however it dies, and a pid reused
-# by another process cannot fake it. The next grading run and `k8snet down` remove copies
-# whose lock is free. Kept apart from grader.integrity's hashing on purpose.
+# removes it at the end; a grader killed with SIGKILL (or the OOM killer) cannot. The same goes
+# for the sandbox's folders (`grader.sandbox`: the kernel's socket folder and the scratch copy
+# of the submission). Each gets a sidecar `<folder>.owner` that its grading process holds an
+# flock on for as long as it lives: the kernel drops the lock when the process dies, however it
+# dies, and a pid reused by another process cannot fake it. The next grading run and `k8snet
+# down` remove folders whose lock is free. Kept apart from grader.integrity's hashing on purpose.
 OWNER_SUFFIX = ".owner"
 COPY_PREFIX = "k8snet-verifier-"
+SCRATCH_PREFIXES = (COPY_PREFIX, "k8snet-kernel-", "k8snet-submission-")
 _claims: dict[str, int] = {}
 
 
 def claim_copy(root: Path) -> None:
-    """Mark the copy at `root` as this process's while it lives (see above).
+    """Mark the copy (or scratch folder) at `root` as this process's while it lives (see above).
 
     The sidecar is locked under a temporary name and renamed into place, so a reaper never
     sees an unlocked sidecar of a live copy.
@@ -150,8 +152,8 @@ def release_copy(root: Path) -> None:
 
 
 def reap_stale_copies(folder: Path | None = None) -> list[Path]:
-    """Remove the verifier copies in `folder` (default: every folder `grader.integrity`
-    makes copies in, /dev/shm and the temp folder) whose grader died."""
+    """Remove the verifier copies and sandbox scratch folders in `folder` (default: every
+    folder they are made in, /dev/shm and the temp folder) whose grader died."""
     import fcntl
     import shutil
 
@@ -171,9 +173,11 @@ def reap_stale_copies(folder: Path | None = None) -> list[Path]:
         else:
             copy = owner.with_name(owner.name[: -len(OWNER_SUFFIX)])
             if copy.is_dir() and not copy.is_symlink():
-                for path in [copy, *copy.rglob("*")]:  # the copy is read-only
-                    if path.is_dir() and not path.is_symlink():
-                        path.chmod(0o755)
+                if copy.name.startswith(COPY_PREFIX):  # a verifier copy is read-only
+                    for path in [copy, *copy.rglob("*")]:
+                        if path.is_dir() and not path.is_symlink():
+                            path.chmod(0o755)
+                # A scratch folder may hold a submission's symlinks: rmtree never follows them.
                 shutil.rmtree(copy, ignore_errors=True)
                 removed.append(copy)
             owner.unlink(missing_ok=True)
@@ -184,6 +188,6 @@ def reap_stale_copies(folder: Path | None = None) -> list[Path]:
 
 def _owners(folder: Path) -> list[Path]:
     try:
-        return sorted(folder.glob(f"{COPY_PREFIX}*{OWNER_SUFFIX}"))
+        return sorted(o for p in SCRATCH_PREFIXES for o in folder.glob(f"{p}*{OWNER_SUFFIX}"))
     except OSError:
         return []

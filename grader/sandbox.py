@@ -179,6 +179,23 @@ def _special_files(folder: str, names: list[str]) -> list[str]:
     ]
 
 
+def _scratch_folder(prefix: str) -> Path:
+    """A temporary folder claimed by this process: if it is killed before removing it, the
+    next grading run or `k8snet down` does (grader.lifecycle.reap_stale_copies)."""
+    from grader.lifecycle import claim_copy
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    claim_copy(folder)
+    return folder
+
+
+def _remove_scratch(folder: Path) -> None:
+    from grader.lifecycle import release_copy
+
+    shutil.rmtree(folder, ignore_errors=True)
+    release_copy(folder)
+
+
 class SandboxKernelManager(AsyncKernelManager):
     """A Jupyter kernel manager whose kernel starts inside a bubblewrap sandbox.
 
@@ -195,14 +212,14 @@ class SandboxKernelManager(AsyncKernelManager):
         self._scratch: Path | None = None
         # The kernel has a network namespace of its own: Jupyter's channels are Unix
         # sockets in a folder both sides see (no TCP port anyone else could connect to).
-        self._sockets = Path(tempfile.mkdtemp(prefix="k8snet-kernel-"))
+        self._sockets = _scratch_folder("k8snet-kernel-")
         self.transport = "ipc"
         self.ip = str(self._sockets / "kernel")
 
     async def _async_pre_start_kernel(self, **kw: Any) -> tuple[list[str], dict[str, Any]]:
         cmd, kw = await super()._async_pre_start_kernel(**kw)
         cwd = str(kw.get("cwd") or self.submission_dir or os.getcwd())
-        self._scratch = Path(tempfile.mkdtemp(prefix="k8snet-submission-"))
+        self._scratch = _scratch_folder("k8snet-submission-")
         source = Path(self.submission_dir or cwd)
         if source.is_dir():
             # regular files only (no sockets, fifos or devices); unreadable ones are skipped
@@ -272,7 +289,7 @@ class SandboxKernelManager(AsyncKernelManager):
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart)
         if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
+            _remove_scratch(self._scratch)
             self._scratch = None
         if not restart:
-            shutil.rmtree(self._sockets, ignore_errors=True)
+            _remove_scratch(self._sockets)

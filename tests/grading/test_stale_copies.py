@@ -77,5 +77,45 @@ def test_k8snet_down_removes_the_copies_of_killed_graders(
         [K8SNET, "down", "00-fixture"], env=env, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "removed 1 verifier copy(ies) of killed graders" in out.stdout
+    assert "removed 1 folder(s) left in /tmp by killed graders" in out.stdout
     assert not graders["killed"][0].exists() and graders["running"][0].is_dir()
+
+
+def test_sandbox_scratch_folders_of_a_killed_grader_are_removed(tmp_path: Path) -> None:
+    """The sandbox's socket folder and submission copy are claimed like a verifier copy: a
+    grader killed while its kernel ran leaves them, the next reap removes them (not the
+    files a symlink in the submission's copy points to), and never those of a live grader."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the grader's")
+    made = (
+        "import sys, time, os; from pathlib import Path; import tempfile; "
+        "tempfile.tempdir = sys.argv[1]; from grader.sandbox import _scratch_folder; "
+        "k = _scratch_folder('k8snet-kernel-'); s = _scratch_folder('k8snet-submission-'); "
+        "os.symlink(sys.argv[2], s / 'link'); (s / 'nb.ipynb').write_text('{}'); "
+        "print(k, s, flush=True); time.sleep(120)"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", made, str(tmp_path), str(outside)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        folders = [p.stdout.readline().split() for p in procs if p.stdout is not None]
+        killed, running = [[Path(f) for f in pair] for pair in folders]
+        assert all(f.is_dir() and Path(f"{f}{OWNER_SUFFIX}").exists() for f in killed + running)
+        assert reap_stale_copies(tmp_path) == []  # both graders alive
+        os.kill(procs[0].pid, signal.SIGKILL)
+        procs[0].wait()
+
+        assert sorted(reap_stale_copies(tmp_path)) == sorted(killed)
+
+        assert not any(f.exists() or Path(f"{f}{OWNER_SUFFIX}").exists() for f in killed)
+        assert all(f.is_dir() for f in running)
+        assert outside.read_text() == "not the grader's"
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
