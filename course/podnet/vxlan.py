@@ -80,9 +80,24 @@ def create_device(
     dev: str = UNDERLAY_DEV,
     name: str = DEVICE,
 ) -> str:
-    """`flannel.1` as flanneld makes it; returns its MAC (the VTEP MAC it publishes)."""
+    """`flannel.1` as flanneld makes it; returns its MAC (the VTEP MAC it publishes).
+
+    Like flanneld's `ensureLink`, a device already there is kept when its VNI, local address
+    and port match (a restarted flanneld, or a notebook cell run again), and replaced when
+    they do not (the VNI and port of a VXLAN device cannot be changed in place).
+    """
     mtu = mtu_for(ns.link(dev)["mtu"])
-    ns.add_vxlan(name, vni=vni, local=local_ip, dev=dev, port=port, learning=False, mtu=mtu)
+    info = device_info(ns, name)
+    if info is not None and (info["kind"], info["vni"], info["local"], info["port"]) != (
+        "vxlan",
+        vni,
+        local_ip,
+        port,
+    ):
+        ns.delete_link(name)
+        info = None
+    if info is None:
+        ns.add_vxlan(name, vni=vni, local=local_ip, dev=dev, port=port, learning=False, mtu=mtu)
     ns.add_address(name, f"{subnet.split('/')[0]}/32")
     ns.up(name)
     return str(ns.link(name)["mac"])

@@ -128,12 +128,28 @@ def test_df_ping_fits_1450_and_no_more(flannel):
     assert "mtu=1450" in too_big.stdout + too_big.stderr
 
 
-def test_creating_the_device_twice_is_a_clear_error(flannel):
+def test_adding_the_device_twice_is_a_clear_error(flannel):
     from course.kernel import KernelError
 
     node = flannel.node(1)
     with pytest.raises(KernelError, match=r"vxlan flannel\.1 in .*node1: File exists"):
-        vxlan.create_device(node.ns, node.ip, node.pod_cidr)
+        node.ns.add_vxlan("flannel.1", vni=1, local=node.ip, dev="eth0")
+
+
+def test_flanneld_keeps_a_matching_device_and_replaces_another(flannel):
+    """ensureLink: run again, the same device stays (same VTEP MAC: peers' FDB entries stay
+    right); with another VNI it is deleted and made anew (VNI cannot change in place)."""
+    node = flannel.node(1)
+    before = vxlan.device_info(node.ns)
+    assert vxlan.create_device(node.ns, node.ip, node.pod_cidr) == before["mac"]
+    assert vxlan.device_info(node.ns) == before
+    spare = {"ns": node.ns, "local_ip": node.ip, "subnet": "10.244.99.0/24", "name": "vx-spare"}
+    try:
+        vxlan.create_device(**spare, vni=7)
+        vxlan.create_device(**spare, vni=8)
+        assert vxlan.device_info(node.ns, "vx-spare")["vni"] == 8
+    finally:
+        node.ns.delete_link("vx-spare")
 
 
 def test_picture_shows_each_node_s_tunnels_and_routes(flannel):
