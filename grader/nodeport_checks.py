@@ -33,6 +33,7 @@ from typing import Any
 from course.kernel import Netns
 from course.whoami import PORT as SERVER_PORT
 from course.whoami import Answer, tagged_connections
+from grader import journey, probes
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
@@ -368,3 +369,52 @@ def snat_count(node: Netns, client_ip: str, node_port: int, node_ip: str) -> int
     return sum(
         e.orig_src == client_ip and e.dnat and e.snat and e.reply_dst == node_ip for e in entries
     )
+
+
+# --- the packet's journey through the NATs ------------------------------------------------------
+class NatMatch(journey.Match):
+    """A TCP probe's packets before *and after* a masquerade gave them a new source port.
+
+    `grader.journey` recognises a probe's packets by the client's source port. MASQUERADE
+    with `--random-fully` (kube-proxy's) picks a new one on the way out of the node, so past
+    the node the packets would no longer be recognised. The node's conntrack entry names
+    the new port (its reply side's destination port): `learn` reads it right after the
+    probe, before the capture is sorted into hops.
+    """
+
+    def __init__(self, port: int) -> None:
+        super().__init__("tcp", port=port)
+        object.__setattr__(self, "ports", {port})
+
+    def learn(self, node: Netns, dst_port: int) -> None:
+        for e in conntrack_entries(node):
+            if e.orig_sport == self.port and e.orig_dport == dst_port:
+                self.ports.add(e.reply_dport)  # type: ignore[attr-defined]
+
+    def leg(self, row: Any) -> str | None:
+        if row.proto != "TCP":
+            return None
+        if row.sport in self.ports:  # type: ignore[attr-defined]
+            return "request"
+        if row.dport in self.ports:  # type: ignore[attr-defined]
+            return "reply"
+        return None
+
+
+def nat_journey(
+    where: Any, sender: Netns, dst: str, port: int, nat_nodes: list[Netns]
+) -> journey.Journey:
+    """One hand-made SYN from `sender` to dst:port, followed hop by hop through the lab
+    (`where`: a check's context or a Cluster), with the addresses before and after each NAT
+    (DNAT in PREROUTING, masquerade in POSTROUTING, conntrack's reverse NAT on the reply).
+    `nat_nodes` are the nodes whose conntrack may hold a new source port for it."""
+    match = NatMatch(random.randrange(20000, 60000))
+
+    def run() -> probes.Observation:
+        obs = probes.tcp_syn(sender, dst, port, sport=match.port)
+        for node in nat_nodes:
+            match.learn(node, port)
+        return obs
+
+    _, trip = journey.follow(where, run, match)
+    return trip

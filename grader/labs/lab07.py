@@ -15,12 +15,13 @@ seen at the client or the pod, what was expected, and a hint.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 
 from course.addressing import CLIENT_IP, node_ip, pod_gateway
 from course.dns import KUBE_DNS_IP, query_from
 from course.faults.lab07 import CATALOGUE
 from course.kernel import Netns
-from grader import breakfix
+from grader import breakfix, journey
 from grader.labs import Check, CheckContext, Lab
 from grader.labs.common import answer_check, fail, judged, open_ns, question
 from grader.nodeport_checks import (
@@ -29,6 +30,7 @@ from grader.nodeport_checks import (
     Probe,
     conntrack_entries,
     entry_for,
+    nat_journey,
     probes_from,
 )
 from grader.verdict import Verdict
@@ -111,6 +113,27 @@ def from_client(
     return probes_from(client, node, port, places, count=count, timeout=1.5)
 
 
+def with_nodeport_journey(
+    check: Callable[[CheckContext], Verdict],
+) -> Callable[[CheckContext], Verdict]:
+    """After the check, one SYN from the client to node1:30080, drawn hop by hop under the
+    verdict (passing or failing): every interface it crossed, with the addresses before
+    and after node1's DNAT and masquerade, and the reply's way back (through node1, or
+    around it). It is a picture of the same path and never changes the verdict."""
+
+    def run(ctx: CheckContext) -> Verdict:
+        verdict = check(ctx)
+        try:
+            nodes = [open_ns(ctx, "node1"), open_ns(ctx, "node2")]
+            trip = nat_journey(ctx, open_ns(ctx, "client"), NODE1, WEB_PORT, nodes)
+        except Exception:
+            return verdict
+        return journey.attach(verdict, trip)  # type: ignore[no-any-return]
+
+    run.__name__, run.__doc__ = check.__name__, check.__doc__
+    return run
+
+
 # --- exercise 1: mark and masquerade -----------------------------------------------------------
 def _marks(rules: list[list[str]]) -> list[str]:
     """The marks KUBE-MARK-MASQ sets, as iptables prints them (`--set-xmark M/M`)."""
@@ -165,6 +188,7 @@ def diagnose_masquerade(chains: dict[str, list[list[str]]]) -> tuple[str, str]:
     return "", ""
 
 
+@with_nodeport_journey
 @judged
 def check_masquerade(ctx: CheckContext) -> Verdict:
     """client -> node1:30080 lands on pod b or c, which sees node1's address, and node1's
@@ -496,7 +520,7 @@ def passes_node1_by(ctx: CheckContext, dns: Netns) -> Verdict | None:
     )
 
 
-CHECK_BREAKFIX = breakfix.check(CATALOGUE, nodeport_path_works)
+CHECK_BREAKFIX = breakfix.check(CATALOGUE, with_nodeport_journey(nodeport_path_works))
 
 
 # --- predict, then observe --------------------------------------------------------------------------

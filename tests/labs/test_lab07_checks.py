@@ -95,6 +95,9 @@ def test_without_any_masquerade_the_client_sees_the_pod(lab07: Lab07) -> None:
     v = lab07.run("ex1-masquerade")
     assert_caught(v, "KUBE-MARK-MASQ marks nothing", "got the SYN from 203.0.113.10",
                   "the client got a SYN-ACK from 10.244.2.")  # fmt: skip
+    # the journey under the verdict: DNAT in node1, no SNAT, the reply around node1
+    assert "DNAT 192.168.1.11:30080 -> 10.244.2." in v.journey, v.journey
+    assert "SNAT" not in v.journey and "node2/eth0       out 10.244.2." in v.journey
 
 
 def test_right_rules_pass(lab07: Lab07) -> None:
@@ -102,6 +105,11 @@ def test_right_rules_pass(lab07: Lab07) -> None:
     v = lab07.run("ex1-masquerade")
     assert v.passed and "the pods saw 192.168.1.11" in v.summary
     assert "through node2 they saw 10.244.2.1" in v.summary
+    # the journey under the verdict: node1's DNAT and SNAT, the reply back through node1
+    assert "DNAT 192.168.1.11:30080 -> 10.244.2." in v.journey, v.journey
+    assert "SNAT 203.0.113.10:" in v.journey and "-> 192.168.1.11:" in v.journey
+    assert "reverse NAT (conntrack)" in v.journey and "the reply came back to client" in v.journey
+    assert "digraph journey" in v.journey_dot
 
 
 def test_rules_on_node1_only(lab07: Lab07) -> None:
