@@ -21,6 +21,7 @@ import shutil
 import stat
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,9 +138,16 @@ class CniLab:
             self.node.path, [self.bin, DEBIAN_PLUGIN_DIR], self.base / "node1" / "cache", timeout
         )
 
-    def conflist(self, plugin: str = PLUGIN_NAME, name: str = NETWORK, **ipam: Any) -> dict:
-        """node1's pod network: `plugin` on cni0 with host-local on 10.244.1.0/24."""
-        conf = bridge_conflist(1, self.networks, plugin_type=plugin, name=name)
+    def conflist(
+        self,
+        plugin: str = PLUGIN_NAME,
+        name: str = NETWORK,
+        chain: Sequence[dict[str, Any]] = (),
+        **ipam: Any,
+    ) -> dict:
+        """node1's pod network: `plugin` on cni0 with host-local on 10.244.1.0/24, then the
+        plugins of `chain` (e.g. Debian's tuning, portmap); `ipam` keys override host-local's."""
+        conf = bridge_conflist(1, self.networks, plugin_type=plugin, name=name, chain=chain)
         conf["plugins"][0]["ipam"].update(ipam)
         return conf
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from course.cni import errors
 from course.cni.schema import validate_result
-from course.cni.types import SUPPORTED_VERSIONS, valid_id, version_tuple
+from course.cni.types import SUPPORTED_VERSIONS, ifname_problem, valid_id, version_tuple
 from course.kernel.netns import entered_path
 
 DEBIAN_PLUGIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
@@ -101,12 +101,19 @@ class PluginCall:
 
 
 class CNIError(Exception):
-    """Base of everything the runtime raises; `call` is the plugin run that failed, if any."""
+    """Base of everything the runtime raises; `call` is the plugin run that failed, if any.
 
-    def __init__(self, message: str, call: PluginCall | None = None, spec: str = "") -> None:
+    `code` is the spec's error code when there is one: a plugin's own, or the one the
+    runtime gives a bad input it refuses before running anything (see ConfigError).
+    """
+
+    def __init__(
+        self, message: str, call: PluginCall | None = None, spec: str = "", code: int | None = None
+    ) -> None:
         super().__init__(message)
         self.call = call
         self.spec = spec  # what the spec requires, for learners
+        self.code = code
 
     def __str__(self) -> str:
         parts = [self.args[0]]
@@ -118,7 +125,13 @@ class CNIError(Exception):
 
 
 class ConfigError(CNIError):
-    """The network configuration list is invalid or names a plugin that is not installed."""
+    """Bad input the runtime refuses before it runs a plugin, with the spec's code:
+    6 the conflist is not JSON, 1 a cniVersion this runtime does not speak, 7 a conflist
+    that fails validation or names a plugin that is not installed, 4 an attachment whose
+    CNI_CONTAINERID, CNI_NETNS or CNI_IFNAME would be invalid (libcni checks the same)."""
+
+    def __init__(self, message: str, code: int = errors.INVALID_NETWORK_CONFIG) -> None:
+        super().__init__(f"CNI error {code} ({errors.describe_code(code)}): {message}", code=code)
 
 
 class PluginError(CNIError):
@@ -129,8 +142,9 @@ class PluginError(CNIError):
             f"{call.plugin} {call.command} failed: CNI error {code} "
             f"({errors.describe_code(code)}): {msg}" + (f" ({details})" if details else ""),
             call,
+            code=code,
         )
-        self.code, self.msg, self.details = code, msg, details
+        self.msg, self.details = msg, details
 
 
 class ProtocolError(CNIError):
@@ -151,7 +165,7 @@ def load_conflist(source: str | Path | dict[str, Any]) -> dict[str, Any]:
         try:
             conf = json.loads(text)
         except ValueError as exc:
-            raise ConfigError(f"the conflist is not JSON: {exc}") from None
+            raise ConfigError(f"the conflist is not JSON: {exc}", errors.DECODING_FAILURE) from None
     if not isinstance(conf, dict):
         raise ConfigError("a conflist is one JSON object")
     name = conf.get("name")
@@ -160,7 +174,8 @@ def load_conflist(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     version = conf.get("cniVersion")
     if version not in SUPPORTED_VERSIONS:
         raise ConfigError(
-            f"field 'cniVersion' {version!r}: this runtime speaks {list(SUPPORTED_VERSIONS)}"
+            f"field 'cniVersion' {version!r}: this runtime speaks {list(SUPPORTED_VERSIONS)}",
+            errors.INCOMPATIBLE_CNI_VERSION,
         )
     plugins = conf.get("plugins")
     if not isinstance(plugins, list) or not plugins:
@@ -206,6 +221,20 @@ def bridge_conflist(
     }
 
 
+def check_attachment(att: Attachment, command: str) -> None:
+    """Refuse an attachment libcni would refuse, before any plugin runs (error code 4)."""
+    problem = None
+    if not valid_id(att.container_id):
+        problem = f"CNI_CONTAINERID {att.container_id!r} must start with a letter or digit, then letters, digits, '_.-'"
+    elif command != "DEL" and not att.netns:
+        problem = f"CNI_NETNS is empty: {command} needs the pod's namespace path"
+    else:
+        why = ifname_problem(att.ifname)
+        problem = f"CNI_IFNAME {att.ifname!r} {why}" if why else None
+    if problem:
+        raise ConfigError(problem, errors.INVALID_ENVIRONMENT_VARIABLES)
+
+
 # --- the runtime -------------------------------------------------------------------------------
 class Runtime:
     """libcni's CNIConfig, bound to one node: plugins run in `netns` (a namespace path)."""
@@ -227,6 +256,7 @@ class Runtime:
     def add(self, conflist: dict[str, Any], att: Attachment) -> dict[str, Any]:
         """ADD: the chain in order; the last result is cached and returned."""
         conf = load_conflist(conflist)
+        check_attachment(att, "ADD")
         prev: dict[str, Any] | None = None
         for i, plugin in enumerate(conf["plugins"]):
             request = self.request(conf, plugin, att, prev)
@@ -240,6 +270,7 @@ class Runtime:
     def delete(self, conflist: dict[str, Any], att: Attachment) -> None:
         """DEL: the chain in reverse, each plugin given the cached ADD result."""
         conf = load_conflist(conflist)
+        check_attachment(att, "DEL")
         cached = self.cached_result(conf, att)
         for plugin in reversed(conf["plugins"]):
             request = self.request(conf, plugin, att, cached)
@@ -251,9 +282,13 @@ class Runtime:
         """CHECK: the chain in order with the cached ADD result (never before ADD)."""
         conf = load_conflist(conflist)
         if version_tuple(conf["cniVersion"]) < (0, 4, 0):
-            raise ConfigError(f"CHECK needs cniVersion 0.4.0 or later, not {conf['cniVersion']}")
+            raise ConfigError(
+                f"CHECK needs cniVersion 0.4.0 or later, not {conf['cniVersion']}",
+                errors.INCOMPATIBLE_CNI_VERSION,
+            )
         if conf.get("disableCheck"):
             return
+        check_attachment(att, "CHECK")
         cached = self.cached_result(conf, att)
         if cached is None:
             raise ConfigError(

@@ -412,6 +412,43 @@ def _expect_error(call: PluginCall, code: int, what: str) -> None:
         )
 
 
+# --- exercise 2a: ADD with a fixed address -----------------------------------------------------
+@judged
+def ex2_fixed_address(ctx: CheckContext) -> Verdict:
+    """One pod through the runtime: the result's address is on CNI_IFNAME and answers the node.
+
+    Any address passes (the stand-in IPAM's 10.244.1.50, or host-local's once 2b is done):
+    what is graded is that the kernel holds what the result says.
+    """
+    with bench(ctx) as b:
+        pod = b.pod("a")
+        result = add(b, b.conflist(), attach(pod), "ADD pod a with CNI_IFNAME=eth0")
+        address = result["ips"][0]["address"]
+        have = pod.addresses("eth0") if pod.has_link("eth0") else None
+        if not have or address not in have:
+            call = _add_call(b, result)
+            raise fail(
+                "the result's address is not on the pod's interface",
+                sent=_sent(call, "ADD pod a") + "; then netlink: addresses of eth0 in pod a",
+                observed=f"eth0 in pod a: {'missing' if have is None else have or 'no address'};"
+                f" the result says {address}. The ADD: {_observed(call)}",
+                expected=f"{address} on eth0 inside the pod, and eth0 up: the runtime (and "
+                "`kubectl get pod -o wide`) believe the result",
+                hint="ip('addr', 'add', ADDRESS, 'dev', IFNAME, netns=netns) and "
+                "ip('link', 'set', IFNAME, 'up', netns=netns)",
+            )
+        ip = address.split("/")[0]
+        seen = ping(
+            b.node,
+            "node",
+            ip,
+            f"an echo reply from pod a ({ip}) across cni0",
+            "isGateway: the gateway address with the subnet's prefix on cni0 (the node's "
+            "route to the pods), cni0 up, and the node end of the veth in cni0 and up",
+        )
+    return Verdict.ok(f"ADD gave pod a {address} on eth0", observed=seen)
+
+
 # --- exercise 2: ADD --------------------------------------------------------------------------------
 @judged
 def ex2_add(ctx: CheckContext) -> Verdict:
@@ -783,7 +820,14 @@ LAB = Lab(
         Check(
             "ex1-version", "check-ex1", 2, "exercise 1: VERSION and errors", ex1_version_and_errors
         ),
-        Check("ex2-add", "check-ex2", 3, "exercise 2: ADD", ex2_add),
+        Check(
+            "ex2-fixed",
+            "check-ex2-fixed",
+            1,
+            "exercise 2a: ADD with a fixed address",
+            ex2_fixed_address,
+        ),
+        Check("ex2-add", "check-ex2", 3, "exercise 2b: ADD with host-local", ex2_add),
         Check("ex3-del", "check-ex3", 3, "exercise 3: DEL", ex3_del),
         Check("ex4-check", "check-ex4", 2, "exercise 4: CHECK", ex4_check),
         Check(

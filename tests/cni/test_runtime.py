@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,3 +169,30 @@ def test_cluster_builds_pods_through_cni() -> None:
         state = run_dir(c.node(1))
         assert (state / "node1" / "networks" / "k8s-pod-network" / "10.244.1.2").exists()
     assert not state.exists()
+
+
+def test_runtime_refuses_bad_input_with_the_spec_codes(
+    runtime: Runtime, state: Path, new_pod: Callable[[], Netns]
+) -> None:
+    """Like libcni: a bad conflist or attachment is refused before any plugin runs, with
+    the spec's code and a message naming the field."""
+    pod = new_pod()
+    good = conflist(state, net="refused")
+    calls = len(runtime.calls)
+    cases: list[tuple[Any, Attachment, int, str]] = [
+        ("{not json", attach(pod), 6, "not JSON"),
+        (dict(good, cniVersion="9.9.9"), attach(pod), 1, "'cniVersion'"),
+        ({k: v for k, v in good.items() if k != "name"}, attach(pod), 7, "'name'"),
+        (good, attach(pod, "a-very-long-ifname"), 4, "CNI_IFNAME 'a-very-long-ifname' is 18"),
+        (good, attach(pod, "eth0:1"), 4, "CNI_IFNAME"),
+        (good, Attachment("", str(pod.path)), 4, "CNI_CONTAINERID"),
+        (good, Attachment("c1", ""), 4, "CNI_NETNS"),
+        (fake("no-such"), attach(pod), 7, "'no-such' not found"),
+    ]
+    for conf, att, code, word in cases:
+        with pytest.raises(ConfigError) as err:
+            runtime.add(conf, att)
+        assert err.value.code == code and word in str(err.value), (conf, att, str(err.value))
+        assert f"CNI error {code}" in str(err.value)
+    assert len(runtime.calls) == calls  # refused before any plugin ran
+    assert not pod.has_link("eth0")

@@ -7,7 +7,7 @@ while the same kernel forges the grader and the runtime (which changes nothing: 
 in the grader's own process and run the plugin file themselves).
 Mutants of every check are covered one by one, without nbgrader, in test_lab04_checks.py;
 the break/fix exercise in test_lab04_breakfix.py.
-Total: 16 points.
+Total: 17 points.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ course = lab_course(LAB)
 def test_solution_gets_full_marks(course: GradingCourse) -> None:
     result = course.grade("solution", course.solution())
     assert_full_marks(result)
-    assert result.max_score == 16
+    assert result.max_score == 17
 
 
 def test_release_gets_zero_with_feedback(course: GradingCourse) -> None:

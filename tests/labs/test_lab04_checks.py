@@ -21,30 +21,44 @@ from grader.verdict import Verdict
 from tests.nbharness import REPO, run_check, verdict_caught
 
 NOTEBOOK = REPO / "solutions" / LAB_ID / f"{LAB_ID}.ipynb"
-CELLS = ("ex1-solution", "ex2-solution", "ex3-solution", "ex4-solution")
+CELLS = ("ex1-solution", "ex2-ipam-solution", "ex2-solution", "ex3-solution", "ex4-solution")
+GIVEN = ("ex2-fixed-ipam",)  # the stand-in IPAM of exercise 2a (a given cell)
 
 
 def solution_sources() -> dict[str, str]:
-    """The solution's function sources, by exercise cell, markers removed."""
+    """The solution's function sources, by exercise cell (and given cell), markers removed."""
     nb = json.loads(NOTEBOOK.read_text())
     out = {}
     for cell in nb["cells"]:
         gid = cell["metadata"].get("nbgrader", {}).get("grade_id")
-        if gid in CELLS:
+        if gid in CELLS + GIVEN:
             src = "".join(cell["source"])
             out[gid] = "\n".join(line for line in src.splitlines() if "### " not in line)
     return out
 
 
 SOLUTION = solution_sources()
+# exercise 2a: the plugin as it is before 2b, cmd_add on the stand-in IPAM (10.244.1.50)
+FIXED = {**SOLUTION, "ex2-ipam-solution": SOLUTION["ex2-fixed-ipam"]}
 
 
-def mutate(cell: str, old: str, new: str) -> dict[str, str]:
-    assert old in SOLUTION[cell], f"{old!r} not in {cell}"
-    return {**SOLUTION, cell: SOLUTION[cell].replace(old, new)}
+def mutate(cell: str, old: str, new: str, base: dict[str, str] = SOLUTION) -> dict[str, str]:
+    assert old in base[cell], f"{old!r} not in {cell}"
+    return {**base, cell: base[cell].replace(old, new)}
 
 
 MUTANTS = {
+    # step 4 not done in the kernel (neither address nor routes), the result promises both
+    "fixed-no-address": mutate(
+        "ex2-solution",
+        'ip("addr", "add", address, "dev", ifname, netns=netns)\n'
+        '        for route in got.get("routes", []):',
+        "pass\n        for route in []:",
+        base=FIXED,
+    ),
+    "fixed-no-gateway": mutate(
+        "ex2-solution", 'if conf.get("isGateway"):', "if False:", base=FIXED
+    ),
     "version-without-supported": mutate(
         "ex1-solution", '"supportedVersions": ["1.0.0"]', '"versions": ["1.0.0"]'
     ),
@@ -123,6 +137,13 @@ def test_solution_passes(lab: CniLab, check_id: str) -> None:
     assert run(lab, SOLUTION, check_id).passed
 
 
+def test_fixed_address_step_passes_before_and_after_host_local(lab: CniLab) -> None:
+    """Exercise 2a's check takes the stand-in's 10.244.1.50 and, re-run after 2b, host-local's."""
+    verdict = run(lab, FIXED, "ex2-fixed")
+    assert verdict.passed and "10.244.1.50/24" in verdict.summary, verdict.render()
+    assert run(lab, SOLUTION, "ex2-fixed").passed
+
+
 def test_no_plugin_file(lab: CniLab) -> None:
     lab.plugin.unlink(missing_ok=True)
     c = lab.cluster
@@ -131,6 +152,13 @@ def test_no_plugin_file(lab: CniLab) -> None:
 
 
 CASES = [
+    (
+        "fixed-no-address",
+        "ex2-fixed",
+        "the result's address is not on the pod's interface",
+        ("the result says 10.244.1.50/24", "CNI_COMMAND=ADD"),
+    ),
+    ("fixed-no-gateway", "ex2-fixed", "node cannot reach 10.244.1.50", "isGateway"),
     ("version-without-supported", "ex1-version", "VERSION is not answered", "supportedVersions"),
     ("error-text-exit-0", "ex1-version", "no proper error", "exit 0"),
     ("ignores-ifname", "ex2-add", "ADD ignored CNI_IFNAME", "CNI_IFNAME=net1"),
