@@ -62,11 +62,19 @@ ENV PATH=/opt/k8snet/venv/bin:$PATH
 # Dependencies first, from pyproject.toml alone: this layer is reused until they change.
 COPY pyproject.toml /opt/k8s-netlabs/pyproject.toml
 COPY docker/list-deps.py /opt/k8snet/list-deps.py
+# A network that intercepts TLS fails here first (pip: CERTIFICATE_VERIFY_FAILED): the
+# message says what to do (docker/certs/README.md), as the last line of the build's output.
 RUN set -eux; \
     python3 -m venv "$VIRTUAL_ENV"; \
-    pip install --upgrade pip setuptools wheel; \
+    fail() { set +x; echo; \
+        echo "k8s-netlabs: pip could not download the course's Python packages."; \
+        echo "If the lines above say CERTIFICATE_VERIFY_FAILED, your network intercepts TLS."; \
+        echo "Let the build trust what this machine trusts, then build again:"; \
+        echo "    cp /etc/ssl/certs/ca-certificates.crt docker/certs/host-ca-bundle.crt"; \
+        echo "(docker/certs/README.md explains; the file stays out of git)"; exit 1; }; \
+    pip install --upgrade pip setuptools wheel || fail; \
     python3 /opt/k8snet/list-deps.py /opt/k8s-netlabs/pyproject.toml > /opt/k8snet/deps.txt; \
-    pip install -r /opt/k8snet/deps.txt
+    pip install -r /opt/k8snet/deps.txt || fail
 
 # JupyterLab defaults for a closed, self-contained environment: no news or update checks.
 # jupyter_config.json: kernels get CurveZMQ keys from their manager (JupyterLab's and the
