@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import signal
 import time
 
 from course.cni import errors
@@ -100,7 +99,7 @@ def run(exe: str, env: dict[str, str], stdin: bytes, timeout: float) -> tuple[in
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([out_r], [], [], left)[0]:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, 9)  # SIGKILL (importing `signal` costs every call ~3 ms)
                 os.waitpid(pid, 0)
                 return None, b"".join(chunks)
             data = os.read(out_r, 65536)

@@ -576,7 +576,10 @@ def _second_add_fails(b: Bench, conf: dict[str, Any], pod: Netns) -> None:
             raise fail(
                 "a failed ADD kept an address",
                 sent=_sent(b.runtime.calls[-1], "a second ADD for pod a's eth0"),
-                observed=f"reservations before {sorted(held)}, after {sorted(b.reservations())}",
+                observed=_observed(
+                    b.runtime.calls[-1],
+                    f"reservations before {sorted(held)}, after {sorted(b.reservations())}. ADD:",
+                ),
                 expected="nothing held after a failed ADD",
                 hint="on failure after IPAM ADD, call IPAM DEL before reporting the error",
             ) from None
@@ -625,7 +628,7 @@ def ex3_del(ctx: CheckContext) -> Verdict:
             raise fail(
                 "DEL left things behind",
                 sent=_sent(b.runtime.calls[-1], "DEL pod a"),
-                observed=f"still there: {', '.join(left)}",
+                observed=_observed(b.runtime.calls[-1], f"still there: {', '.join(left)}. DEL:"),
                 expected="no veth (both ends) and no reservation after DEL",
                 hint="ip link del CNI_IFNAME inside the pod removes both ends; then IPAM DEL",
             )
@@ -637,7 +640,10 @@ def ex3_del(ctx: CheckContext) -> Verdict:
             raise fail(
                 "DEL with the namespace gone did not release the address",
                 sent=_sent(b.runtime.calls[-1], "DEL pod c (namespace deleted)"),
-                observed=f"{ip_c} still reserved for {b.reservations()[ip_c]}",
+                observed=_observed(
+                    b.runtime.calls[-1],
+                    f"{ip_c} still reserved for {b.reservations()[ip_c]}. DEL:",
+                ),
                 expected="the address released: only IPAM knows it, and nobody else will free it",
                 hint=hint_gone,
             )
@@ -649,9 +655,9 @@ def ex3_del(ctx: CheckContext) -> Verdict:
 
 def _leak_rounds(b: Bench) -> int:
     conf = b.conflist("leak-net", rangeStart=LEAK_RANGE[0], rangeEnd=LEAK_RANGE[1])
-    pod = b.pod("l")
     for n in range(LEAK_ROUNDS):
-        att = attach(pod, container_id=f"leak{n}")
+        # a new pod each round: an interface DEL leaves behind is judged by its own verdict
+        att = attach(b.pod(f"l{n}"), container_id=f"leak{n}")
         if n == 0:  # a plugin whose ADD fails is not leaking: say so
             add(b, conf, att, "ADD the first pod of the leak test")
             delete(b, conf, att, "DEL in the leak test", "IPAM DEL with the same env and stdin")

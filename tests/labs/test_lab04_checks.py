@@ -108,6 +108,21 @@ MUTANTS = {
         "    if netns:",
     ),
     "del-leaks": mutate("ex3-solution", '    ipam("DEL", stdin)', "    pass"),
+    "del-keeps-veth": mutate(  # releases the address, leaves the interface
+        "ex3-solution",
+        'ip("link", "del", ifname, netns=netns)  # the node\'s end goes with it',
+        "pass",
+    ),
+    "del-skips-ipam-when-netns-gone": mutate(
+        "ex3-solution",
+        "    if netns and os.path.exists(netns):",
+        "    if netns and not os.path.exists(netns):\n        return None\n    if netns:",
+    ),
+    "failed-add-keeps-address": mutate(  # allocates first, fails, never releases
+        "ex2-solution",
+        '        raise CNIError(999, f"{ifname} already exists in {netns}")',
+        '        ipam("ADD", stdin)\n        raise CNIError(999, f"{ifname} already exists in {netns}")',
+    ),
     "check-always-passes": mutate(  # only asks host-local, which still holds the address
         "ex4-solution",
         '    prev = conf.get("prevResult")',
@@ -188,6 +203,19 @@ CASES = [
         "CNI_IFNAME=eth0",
     ),
     ("del-fails-netns-gone", "ex3-del", "DEL failed (DEL pod c after its namespace", "CNI error 3"),
+    ("del-keeps-veth", "ex3-del", "DEL left things behind", "eth0 in pod a"),
+    (
+        "del-skips-ipam-when-netns-gone",
+        "ex3-del",
+        "DEL with the namespace gone did not release the address",
+        "CNI_COMMAND=DEL",
+    ),
+    (
+        "failed-add-keeps-address",
+        "ex2-add",
+        "a failed ADD kept an address",
+        "reservations before",
+    ),
     (
         "del-leaks",
         "ex3-del",
