@@ -196,3 +196,20 @@ def test_runtime_refuses_bad_input_with_the_spec_codes(
         assert f"CNI error {code}" in str(err.value)
     assert len(runtime.calls) == calls  # refused before any plugin ran
     assert not pod.has_link("eth0")
+
+
+def test_faulty_plugin_exit_0_on_error_is_caught_by_the_runtime(
+    runtime: Runtime, plugin_dir: Path, state: Path, new_pod: Callable[[], Netns]
+) -> None:
+    """course.cni.faulty's "exit-0-on-error" (not drawn in break/fix: a working scenario
+    shows no failing call): a failure printed as text with exit 0 is a protocol error."""
+    from course.cni.faulty import install_faulty
+
+    install_faulty(plugin_dir, "exit-0-on-error", "exit0-bridge")
+    conf = conflist(state, plugin_type="exit0-bridge", net="exit0")
+    conf["plugins"][0]["ipam"]["type"] = "no-such-ipam"
+    pod = new_pod()
+    with pytest.raises(ProtocolError, match="exited 0 but stdout is not JSON") as err:
+        runtime.add(conf, attach(pod))
+    assert "error: failed to find IPAM plugin 'no-such-ipam'" in str(err.value)
+    assert not pod.has_link("eth0")
