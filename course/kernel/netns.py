@@ -296,8 +296,13 @@ class Netns(LinkOps):
             raise KernelError(f"{' '.join(argv)} in {self.name} failed: {msg}")
         return proc
 
-    def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    def popen(
+        self, argv: Sequence[str], *, daemon: bool = False, **kwargs: Any
+    ) -> subprocess.Popen[Any]:
         """Start a long-running process inside this namespace; it is stopped at delete().
+
+        A `daemon` (a node's BIRD) belongs to the lab run, not to the code that started it:
+        POPEN_HOOKS are not told, so running a notebook cell again does not stop it.
 
         The start happens on a helper thread. Python runs signal handlers on the main
         thread only, so a Ctrl-C or SIGTERM arriving in the middle of `Popen` can no longer
@@ -323,7 +328,7 @@ class Netns(LinkOps):
         if isinstance(outcome[0], BaseException):
             raise outcome[0]
         proc = outcome[0]
-        for hook in POPEN_HOOKS:
+        for hook in POPEN_HOOKS if not daemon else []:
             hook(self, proc)
         return proc
 

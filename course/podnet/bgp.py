@@ -216,7 +216,8 @@ class Bird:
         self.pidfile.unlink(missing_ok=True)
         argv = [BIRD, "-f", "-c", str(self.conf), "-s", str(self.ctl), "-P", str(self.pidfile)]
         with open(self.folder / "bird.stderr", "wb") as err:
-            self.proc = self.ns.popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+            # a daemon: the lab's, not the notebook cell's (re-running a cell keeps it)
+            self.proc = self.ns.popen(argv, daemon=True, stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -339,7 +340,11 @@ def stop_all(cluster: Cluster, timeout: float = 1.0) -> None:
 
 
 def setup_node(cluster: Cluster, node: Node, config: str | None = None) -> Bird:
-    """Forwarding on, then this node's BIRD with `config` (default: the generated one)."""
+    """Forwarding on, then this node's BIRD with `config` (default: the generated one).
+
+    A BIRD already running there is stopped first (what a notebook cell run again needs);
+    a `config` that does not parse raises BirdConfigError and leaves the node without BIRD.
+    """
     if not node.ns.exists():
         raise BirdError(
             f"{node.name}'s namespace {node.ns.name} no longer exists (deleted?): no BIRD "
@@ -347,6 +352,7 @@ def setup_node(cluster: Cluster, node: Node, config: str | None = None) -> Bird:
         )
     node.ns.sysctl("net.ipv4.ip_forward", 1)
     bird = bird_of(cluster, node)
+    bird.stop()
     peers = [p for p in cluster.nodes if p is not node]
     bird.start(config if config is not None else node_config(node, peers, bird.log))
     return bird

@@ -218,3 +218,20 @@ def test_picture_shows_sessions_and_bird_routes(calico):
         assert f"{x} <-> {y}: iBGP Established" in text, text
     assert "route 10.244.2.0/24 via 192.168.1.12 dev eth0 proto bird" in text
     assert "BGP to 192.168.1.12: Established" in text and "tunnel" not in text
+
+
+def test_setup_node_again_restarts_bird_and_no_cell_owns_it(calico, monkeypatch):
+    """A notebook cell run again stops what it started through Netns.popen (POPEN_HOOKS);
+    BIRD is the lab's daemon, not the cell's: re-running `bgp.setup_node` in a cell restarts
+    it once (the old one stopped first, no 'already runs' error) and nothing tracks it."""
+    from course.kernel import netns as kernel_netns
+
+    told = []
+    monkeypatch.setattr(kernel_netns, "POPEN_HOOKS", [lambda ns, proc: told.append(proc.pid)])
+    node1 = calico.node(1)
+    before = bgp.bird_of(calico, node1).pid()
+    for _ in range(2):
+        bgp.setup_node(calico, node1)
+    assert told == [] and len(birds_of(calico.prefix)) == 3
+    assert bgp.bird_of(calico, node1).pid() != before
+    assert bgp.wait_converged(calico, timeout=10) == []
