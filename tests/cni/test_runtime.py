@@ -213,3 +213,19 @@ def test_faulty_plugin_exit_0_on_error_is_caught_by_the_runtime(
         runtime.add(conf, attach(pod))
     assert "error: failed to find IPAM plugin 'no-such-ipam'" in str(err.value)
     assert not pod.has_link("eth0")
+
+
+def test_cluster_builds_pods_through_a_given_plugin_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kubelet-like step with another plugin: Debian's Go bridge, then tuning."""
+    from course.podnet import cni
+
+    monkeypatch.setattr(cni, "PLUGIN_TYPE", "bridge")
+    monkeypatch.setattr(cni, "CHAIN", [{"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}}])
+    with Cluster("sandbox", nodes=1, pods_per_node=2, pod_network="cni", underlay=False) as c:
+        a, b = c.pod("a"), c.pod("b")
+        assert (a.ip, b.ip) == ("10.244.1.2", "10.244.1.3")
+        assert a.ns.sysctl("net.core.somaxconn") == "512"  # the chain's second plugin ran
+        assert a.ns.run(["ping", "-c1", "-W1", b.ip], check=False).returncode == 0
+        cached = cni.runtime(c.node(1)).cached_result(cni.conflist(c.node(1)), cni.attachment(a))
+        assert cached is not None and cached["interfaces"][0]["name"] == "cni0"
+        assert not (cni.run_dir(c.node(1)) / "bin" / "bridge").exists()  # Debian's, from CNI_PATH
