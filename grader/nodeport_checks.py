@@ -19,6 +19,7 @@ Everything here observes; nothing changes the lab.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import random
 import socket
@@ -38,6 +39,8 @@ from grader import journey, probes
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 TCP_FLAGS = "FSRPAUEC"  # bit 0 upwards, the letters tcpdump and Scapy print
+SIOCGSTAMP = 0x8906  # linux/sockios.h: the timestamp of the last packet received
+SO_TIMESTAMP = 29  # asm-generic/socket.h (Python has no name for it)
 SETTLE = 0.05  # seconds to let segments still in flight arrive after the client is done
 
 
@@ -54,6 +57,7 @@ class Seen:
     flags: str
     payload: bytes = b""
     place_ip: str = ""  # the watched pod's own address, when known
+    t: float = 0.0  # when the kernel handed it to the packet socket (seconds, wall clock)
 
     @property
     def inbound(self) -> bool:
@@ -112,6 +116,8 @@ class Tap:
         with place.ns.entered():
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            # stamp frames when captured, both ways (else an outgoing one is stamped when read)
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
             self.sock.bind((place.iface, 0))
         self.sock.setblocking(False)
 
@@ -125,7 +131,15 @@ class Tap:
                 return seen
             tcp = parse_tcp(frame)
             if tcp is not None:
-                seen.append(Seen(self.place.label, *tcp, place_ip=self.place.ip))
+                seen.append(Seen(self.place.label, *tcp, place_ip=self.place.ip, t=self._stamp()))
+
+    def _stamp(self) -> float:
+        """The kernel's receive time of the last frame read (SIOCGSTAMP, what tcpdump prints)."""
+        try:
+            sec, usec = struct.unpack("@ll", fcntl.ioctl(self.sock, SIOCGSTAMP, bytes(16)))
+        except OSError:
+            return time.time()
+        return sec + usec / 1e6
 
     def close(self) -> None:
         self.sock.close()
@@ -418,3 +432,75 @@ def nat_journey(
 
     _, trip = journey.follow(where, run, match)
     return trip
+
+
+def hairpin_journey(p: Probe, pod: str, pod_ip: str, gateway: str, node: str) -> journey.Journey:
+    """The hairpin loop as pod `pod`'s eth0 saw it, drawn like a `grader.journey`.
+
+    A hairpin frame leaves the pod and comes back in by the same veth, so the journey's
+    sightings on the bridge port cannot be told apart; the pod's own eth0 can: the SYN
+    out (to the Service), the SYN back in (after the node's DNAT, and its masquerade to
+    `gateway`), the SYN-ACK out, and the SYN-ACK back in (conntrack's reverse NAT). The
+    captured packets of the probe are all it uses.
+    """
+    segs = sorted(p.segments, key=lambda s: s.t)
+    out_syn = next(
+        (s for s in segs if s.flags == "S" and s.src == pod_ip and s.dport != SERVER_PORT), None
+    )
+    in_syn = next(
+        (s for s in segs if s.flags == "S" and s.dst == pod_ip and s.dport == SERVER_PORT), None
+    )
+    out_sa = next((s for s in segs if s.flags == "SA" and s.sport == SERVER_PORT), None)
+    in_sa = next(
+        (s for s in segs if s.flags == "SA" and s.dport == p.sport and s.sport != SERVER_PORT), None
+    )
+    t0 = (out_syn or in_syn or out_sa or in_sa or Seen("", "", "", 0, 0, "")).t
+    role = f"{node}-{pod}"
+
+    def hop(s: Seen, leg: str, direction: str, prev: Seen | None) -> journey.Hop:
+        h = journey.Hop(
+            t_ms=(s.t - t0) * 1000, role=role, iface="eth0", direction=direction, leg=leg,
+            src=s.src, dst=s.dst, ttl=None, sport=s.sport, dport=s.dport,
+            summary=f"TCP {s.src}:{s.sport} > {s.dst}:{s.dport} [{s.flags}]",
+        )  # fmt: skip
+        if prev is not None:
+            h.rewrite = _nat_note(prev, s, leg, f"{node} (cni0, back out of the same port)")
+        return h
+
+    hops = []
+    if out_syn:
+        hops.append(hop(out_syn, "request", "out", None))
+    if in_syn:
+        hops.append(hop(in_syn, "request", "in", out_syn))
+    if out_sa:
+        hops.append(hop(out_sa, "reply", "out", None))
+    if in_sa:
+        hops.append(hop(in_sa, "reply", "in", out_sa))
+    trip = journey.Journey(
+        f"TCP SYN from pod {pod} to its own Service (source port {p.sport})", hops
+    )
+    if in_sa is not None:
+        trip.reached = True
+        trip.outcome = (
+            f"the loop closed: pod {pod} reached itself, seen from {in_syn.src if in_syn else '?'}"
+        )
+    elif in_syn is None:
+        trip.outcome = f"the SYN never came back into pod {pod}: {node}'s bridge did not send it out of the port it came in by"
+    else:
+        trip.outcome = f"the SYN came back from {in_syn.src}; pod {pod}'s answer " + (
+            "never passed " + node
+            if out_sa is None
+            else "was not turned back into the Service's address"
+        )
+    return trip
+
+
+def _nat_note(prev: Seen, cur: Seen, leg: str, where: str) -> str:
+    """How the addresses changed between two sightings of one packet."""
+    notes = []
+    kind = {"request": ("DNAT", "SNAT")}.get(leg, ("reverse NAT (conntrack)",) * 2)
+    if (prev.dst, prev.dport) != (cur.dst, cur.dport):
+        notes.append(f"{kind[0]} {prev.dst}:{prev.dport} -> {cur.dst}:{cur.dport}")
+    if (prev.src, prev.sport) != (cur.src, cur.sport):
+        notes.append(f"{kind[1]} {prev.src}:{prev.sport} -> {cur.src}:{cur.sport}")
+    return f"{'; '.join(notes)} in {where}" if notes else ""

@@ -30,6 +30,7 @@ from grader.nodeport_checks import (
     Probe,
     conntrack_entries,
     entry_for,
+    hairpin_journey,
     nat_journey,
     probes_from,
 )
@@ -361,33 +362,43 @@ def check_hairpin(ctx: CheckContext) -> Verdict:
     sent = f"a tagged connection from pod a ({PODS['a']}) to its own Service {SELF_VIP}:80"
     back = [s for s in p.segments if s.dst == PODS["a"] and s.dport == 8080 and s.flags == "S"]
     gateway = pod_gateway(1)
+    trip = hairpin_journey(p, "a", PODS["a"], gateway, "node1")  # the loop, drawn
     if p.connected and p.answer.seen == gateway:
-        return Verdict.ok(
-            f"pod a reached itself through its Service and saw {gateway}",
-            sent=sent,
-            observed=f"pod a's server saw the connection come from {gateway} (node1's cni0)",
+        return journey.attach(
+            Verdict.ok(
+                f"pod a reached itself through its Service and saw {gateway}",
+                sent=sent,
+                observed=f"pod a's server saw the connection come from {gateway} (node1's cni0)",
+            ),
+            trip,
         )
     if not back:
-        raise fail(
-            "the SYN never came back into pod a",
-            sent=sent,
-            observed="pod a's eth0 saw its SYN leave towards the Service; no SYN came back in",
-            expected=f"the DNATed SYN back in through pod a's eth0, from {gateway}",
-            hint="after the DNAT the frame must leave the bridge by the port it came in on: "
-            "the bridge refuses that unless the port has hairpin mode (`bridge -d link show`, "
-            "`bridge link set dev <veth> hairpin on`)",
+        raise journey.attach(
+            fail(
+                "the SYN never came back into pod a",
+                sent=sent,
+                observed="pod a's eth0 saw its SYN leave towards the Service; no SYN came back in",
+                expected=f"the DNATed SYN back in through pod a's eth0, from {gateway}",
+                hint="after the DNAT the frame must leave the bridge by the port it came in on: "
+                "the bridge refuses that unless the port has hairpin mode (`bridge -d link show`, "
+                "`bridge link set dev <veth> hairpin on`)",
+            ),
+            trip,
         )
     src = back[0].src
     entries = conntrack_entries(node1, "--orig-dst", SELF_VIP)
     unreplied = any("UNREPLIED" in e.line for e in entries)
-    raise fail(
-        "pod a answered itself directly, not through node1",
-        sent=sent,
-        observed=f"the SYN came back into pod a from {pod_name(src)}, its own address"
-        + ("; node1's conntrack entry stays [UNREPLIED]" if unreplied else ""),
-        expected=f"the SYN back from {gateway}: masqueraded, so the answer returns through node1",
-        hint=f"a packet from {PODS['a']} to itself must be masqueraded: KUBE-SEP's first rule "
-        f"`-s {PODS['a']}/32 -j KUBE-MARK-MASQ`, and your KUBE-MARK-MASQ/KUBE-POSTROUTING",
+    raise journey.attach(
+        fail(
+            "pod a answered itself directly, not through node1",
+            sent=sent,
+            observed=f"the SYN came back into pod a from {pod_name(src)}, its own address"
+            + ("; node1's conntrack entry stays [UNREPLIED]" if unreplied else ""),
+            expected=f"the SYN back from {gateway}: masqueraded, so the answer returns through node1",
+            hint=f"a packet from {PODS['a']} to itself must be masqueraded: KUBE-SEP's first rule "
+            f"`-s {PODS['a']}/32 -j KUBE-MARK-MASQ`, and your KUBE-MARK-MASQ/KUBE-POSTROUTING",
+        ),
+        trip,
     )
 
 

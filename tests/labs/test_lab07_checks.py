@@ -194,7 +194,10 @@ def test_local_policy(lab07: Lab07) -> None:
 def test_hairpin_three_ways(lab07: Lab07) -> None:
     lab07.masquerade(RIGHT)
     lab07.hairpin(False)
-    assert_caught(lab07.run("ex3-hairpin"), "the SYN never came back into pod a", "hairpin")
+    v = lab07.run("ex3-hairpin")
+    print(v.render())
+    assert_caught(v, "the SYN never came back into pod a", "hairpin")
+    assert "outcome: the SYN never came back into pod a" in v.journey
     lab07.hairpin(True)
     node1 = lab07.cluster.node(1).ns
     sep = next(
@@ -203,11 +206,19 @@ def test_hairpin_three_ways(lab07: Lab07) -> None:
         if "-s 10.244.1.2/32" in ln and ln.endswith("-j KUBE-MARK-MASQ")
     )
     node1.run(["iptables", "-t", "nat", "-D", sep, "1"])
-    assert_caught(lab07.run("ex3-hairpin"), "pod a answered itself directly",
-                  "from pod a (10.244.1.2)", "UNREPLIED")  # fmt: skip
+    v = lab07.run("ex3-hairpin")
+    print(v.render())
+    assert_caught(v, "pod a answered itself directly", "from pod a (10.244.1.2)", "UNREPLIED")
+    assert "DNAT 10.96.0.30:80 -> 10.244.1.2:8080 in node1" in v.journey
+    assert "SNAT" not in v.journey and "answer never passed node1" in v.journey
     lab07.lab.sync()
     v = lab07.run("ex3-hairpin")
+    print(v.render())
     assert v.passed and "saw 10.244.1.1" in v.summary
+    # the loop, drawn from pod a's eth0: out to the Service, back in from node1's cni0
+    assert "SNAT 10.244.1.2:" in v.journey and "-> 10.244.1.1:" in v.journey
+    assert "reverse NAT (conntrack)" in v.journey and "the loop closed" in v.journey
+    assert "digraph journey" in v.journey_dot
 
 
 # --- exercise 4 ------------------------------------------------------------------------------------
