@@ -7,6 +7,17 @@ written at build time) is the baseline: BGP writes the same routes, so "bgp - ho
 what running BIRD and waiting for its sessions costs (target: under 2 s). After every
 teardown, no BIRD process of the run may be left.
 
+Measured 2026-11-30 16:32 UTC on 2 shared cores (load average 5-7), median of 3:
+
+    mode        build s  to ping s   x host-gw
+    host-gw       0.288      0.316        1.0x
+    vxlan         0.438      0.479        1.5x
+    bgp           1.401      1.439        4.6x   (BIRD's sessions: +1.12 s, target < 2 s)
+    underlay      0.192      0.234        0.7x
+
+BGP's build includes waiting for every node's routes (`bgp.connect` -> `wait_converged`):
+BIRD dials 1 s after it starts (`connect delay time 1`), which is most of the extra cost.
+
 Run as root: .venv/bin/python benchmarks/crossnode.py [rounds]
 SIGINT/SIGTERM tear the current cluster (and its BIRDs) down before exiting.
 """
