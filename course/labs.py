@@ -27,8 +27,11 @@ LAB_TOPOLOGIES: dict[str, dict[str, Any]] = {
     },
     # node1 only: the learner's plugin (and the grader, as the runtime) make the pods
     "04-cni-plugin": {"nodes": 1, "pods_per_node": 0, "pod_network": None, "underlay": False},
-    # pods a, b, c back the Services, pod d is the client; one node, no underlay needed.
-    "06-kube-proxy": {"nodes": 1, "pods_per_node": 4, "pod_network": "bridge", "underlay": False},
+    # pods a, b, c back the Services, pod d is the client. The router is node1's default
+    # gateway, as on a real network: a process on the node dialling a ClusterIP needs a route
+    # to get past the output route lookup, which comes before nat OUTPUT (without one,
+    # connect() fails with "Network is unreachable" before KUBE-SERVICES is ever walked).
+    "06-kube-proxy": {"nodes": 1, "pods_per_node": 4, "pod_network": "bridge", "router": True},
     # node1 (pods a and c on cni0) forwards to pod b on node2 over the underlay: the three
     # paths (forwarded, to a node process, from a node process) are all taken in node1; the
     # router gives the nodes a default route, so an untranslated virtual IP leaves by eth0.

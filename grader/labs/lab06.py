@@ -33,6 +33,7 @@ from grader import breakfix, journey
 from grader.kubeproxy_checks import (
     ConntrackEvents,
     Expectation,
+    busy_ports,
     check_cluster_ip_distribution,
     open_connections,
     parse_conntrack,
@@ -402,10 +403,11 @@ def affinity_rules(rules: list[Rule], eps: list[str], sent: str) -> None:
 
 
 def sticky_connections(node: Netns, client: Netns) -> tuple[list[int], dict[int, str]]:
+    busy = busy_ports(node, STICKY.cluster_ip, STICKY.port, CLIENT_IP)  # not new to conntrack
     with ConntrackEvents(node) as events:
         sent = run_in_netns(
             client, open_connections, STICKY.cluster_ip, STICKY.port, STICKY_CONNECTIONS, 1.3,
-            66, timeout=15.0,
+            66, busy, timeout=15.0,
         )  # fmt: skip
     flows = parse_conntrack(events.text(), CLIENT_IP, STICKY.cluster_ip, STICKY.port)
     return sent, {p: flows[p].reply_src for p in sent if p in flows}

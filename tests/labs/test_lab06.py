@@ -56,6 +56,27 @@ node.ns.apply_iptables(
 """
 
 
+# One traced connection as the notebook's trace cells print it: the first packet's walk
+# through kube-proxy's chains, the cascade rule that matched, and the DNAT.
+WALK = re.compile(
+    r"answered by (\S+):\n    nat (\w+)\n    -> KUBE-SERVICES rule 1\n"
+    r"    -> KUBE-SVC-CDGGSHYLG3RE2FKL rule (\d) \(([^)]*)\)\n"
+    r"    -> KUBE-SEP-[A-Z2-7]{16} rule 2 \(DNAT to ([\d.]+):8080\)"
+)
+CASCADE = {"1": "probability 0.33333333349", "2": "probability 0.50000000000",
+           "3": "no probability: always"}  # fmt: skip
+POD_IPS = {"a": "10.244.1.2", "b": "10.244.1.3", "c": "10.244.1.4"}
+
+
+def assert_traced(text: str, hook: str, count: int) -> None:
+    """`count` walks entering kube-proxy's chains from nat `hook`, each through the cascade
+    rule with its kernel probability, each DNATed to the very pod that answered."""
+    walks = WALK.findall(text)
+    assert len(walks) == count, text
+    for pod, entered, rule, did, dnat in walks:
+        assert (entered, did, dnat) == (hook, CASCADE[rule], POD_IPS[pod]), text
+
+
 course = lab_course(LAB)
 
 
@@ -71,6 +92,12 @@ def test_solution_gets_full_marks(course: GradingCourse) -> None:
     assert "DNAT 10.96.0.10:80 -> 10.244.1." in result.cell_text("check-ex3-spread")
     assert "DNAT 10.96.0.12:80 -> 10.244.1.4:8080" in result.cell_text("check-ex6-by-hand")
     assert "repaired: 10.96.0.10:80 answers again" in result.cell_text("check-ex7-breakfix")
+    # lab 05's tracer on the learner's rules, in the grading sandbox: from pod d (PREROUTING),
+    # and from node1 itself (OUTPUT), which needs the node's default route (the lab's router)
+    assert_traced(result.cell_text("trace"), "PREROUTING", 6)
+    node = result.cell_text("trace-node")
+    assert_traced(node, "OUTPUT", 1)
+    assert "TCP 192.168.1.11:" in node and "-- leaves by cni0" in node, node
 
 
 def test_release_gets_zero(course: GradingCourse) -> None:
@@ -83,6 +110,9 @@ def test_release_gets_zero(course: GradingCourse) -> None:
     assert_caught(result, "check-ex6-by-hand", "KUBE-SERVICES has no rule for 10.96.0.12:80")
     assert_caught(result, "check-ex7-breakfix", "not repaired yet")
     assert "Where it stops:" in result.cell_text("check-ex7-breakfix")  # the level-1 hint
+    # no rules yet: the trace cells still run, and show walks that stop at KUBE-SERVICES
+    assert result.cell_text("trace").count("from pod d, source port") == 6
+    assert "from node1, source port" in result.cell_text("trace-node")
 
 
 def test_every_rule_one_over_n_and_no_affinity(course: GradingCourse) -> None:

@@ -26,8 +26,11 @@ from course.kubeproxy import (
     parse_manifests,
 )
 from course.kubeproxy.proxier import ensure_jump_rules
+from course.labs import topology
 from course.topology import Cluster
-from grader.labs.lab06 import LAB_ID, WEB, printed_probability
+from grader.kubeproxy_checks import busy_ports, open_connections
+from grader.labs.lab06 import CLIENT_IP, LAB_ID, WEB, printed_probability
+from grader.probes import run_in_netns
 from grader.verdict import Verdict
 from tests.nbharness import run_check
 from tests.nbharness import verdict_caught as assert_caught
@@ -92,7 +95,7 @@ def lab() -> Iterator[Lab06]:
     objects = load_manifests([MANIFESTS])
     sticky = parse_manifests(STICKY_YAML, "web-sticky.yaml").services[0]
     controller = EndpointSliceController([objects.services[0], sticky], objects.pods)
-    with Cluster(LAB_ID, nodes=1, pods_per_node=4, underlay=False) as c:
+    with Cluster(LAB_ID, **topology(LAB_ID)) as c:  # the notebook's cluster, router included
         for name in "abc":
             c.pod(name).exec([sys.executable, "-c", SERVER, name])
         yield Lab06(c, controller)
@@ -139,6 +142,20 @@ def test_nothing_applied(lab: Lab06) -> None:
     assert_caught(lab.run("ex5-affinity"), "KUBE-SERVICES has no rule for 10.96.0.11:80")
     lab.node.run(["iptables", "-t", "nat", "-F", "PREROUTING"])
     assert_caught(lab.run("ex3-names"), "PREROUTING does not jump to KUBE-SERVICES")
+
+
+def test_syns_sent_before_the_rules_do_not_count_against_them(lab: Lab06) -> None:
+    """The node routes an untranslated SYN out of its default route (to the router, which
+    drops it), so its conntrack entry stays, unreplied, for two minutes. The check's own
+    source ports (a seeded sample) must skip such ports: a SYN from one joins the old entry,
+    skips the nat table and would count as "not translated" against right rules."""
+    lab.apply("*nat\nCOMMIT\n")
+    early = run_in_netns(lab.cluster.pod("d").ns, open_connections, WEB.cluster_ip, WEB.port,
+                         5, 0.3, 0, timeout=10.0)  # fmt: skip
+    assert busy_ports(lab.node, WEB.cluster_ip, WEB.port, CLIENT_IP) == sorted(early)
+    lab.node.apply_iptables(lab.payload(), noflush=True)  # no conntrack -F: the entries stay
+    spread = lab.run("ex3-spread")
+    assert spread.passed, spread.render()
 
 
 # --- the mutants of the issue, each with its own message ---------------------------------------

@@ -17,6 +17,7 @@ from course.faults import Catalogue, inject
 from course.faults.lab06 import CATALOGUE, kube_proxy_sync
 from course.kernel import KernelError
 from course.kubeproxy import EndpointSliceController, load_manifests, parse_manifests
+from course.labs import topology
 from course.topology import Cluster
 from grader import breakfix, probes
 from grader.labs import CheckContext
@@ -44,7 +45,7 @@ def lab() -> Iterator[Lab06]:
     objects = load_manifests([MANIFESTS])
     sticky = parse_manifests(STICKY_YAML, "web-sticky.yaml").services[0]
     controller = EndpointSliceController([objects.services[0], sticky], objects.pods)
-    with Cluster("06-kube-proxy", nodes=1, pods_per_node=4, underlay=False) as c:
+    with Cluster("06-kube-proxy", **topology("06-kube-proxy")) as c:
         for name in "abc":
             c.pod(name).exec([sys.executable, "-c", SERVER, name])
         lab06 = Lab06(c, controller)
