@@ -114,25 +114,33 @@ def from_client(
     return probes_from(client, node, port, places, count=count, timeout=1.5)
 
 
-def with_nodeport_journey(
-    check: Callable[[CheckContext], Verdict],
-) -> Callable[[CheckContext], Verdict]:
-    """After the check, one SYN from the client to node1:30080, drawn hop by hop under the
+CheckFn = Callable[[CheckContext], Verdict]
+
+
+def followed(port: int) -> Callable[[CheckFn], CheckFn]:
+    """After the check, one SYN from the client to node1:`port`, drawn hop by hop under the
     verdict (passing or failing): every interface it crossed, with the addresses before
     and after node1's DNAT and masquerade, and the reply's way back (through node1, or
-    around it). It is a picture of the same path and never changes the verdict."""
+    around it), or where it stopped. It is a picture of the same path and never changes
+    the verdict."""
 
-    def run(ctx: CheckContext) -> Verdict:
-        verdict = check(ctx)
-        try:
-            nodes = [open_ns(ctx, "node1"), open_ns(ctx, "node2")]
-            trip = nat_journey(ctx, open_ns(ctx, "client"), NODE1, WEB_PORT, nodes)
-        except Exception:
-            return verdict
-        return journey.attach(verdict, trip)  # type: ignore[no-any-return]
+    def wrap(check: CheckFn) -> CheckFn:
+        def run(ctx: CheckContext) -> Verdict:
+            verdict = check(ctx)
+            try:
+                nodes = [open_ns(ctx, "node1"), open_ns(ctx, "node2")]
+                trip = nat_journey(ctx, open_ns(ctx, "client"), NODE1, port, nodes)
+            except Exception:
+                return verdict
+            return journey.attach(verdict, trip)  # type: ignore[no-any-return]
 
-    run.__name__, run.__doc__ = check.__name__, check.__doc__
-    return run
+        run.__name__, run.__doc__ = check.__name__, check.__doc__
+        return run
+
+    return wrap
+
+
+with_nodeport_journey = followed(WEB_PORT)
 
 
 # --- exercise 1: mark and masquerade -----------------------------------------------------------
@@ -286,6 +294,7 @@ def pod_to_pod(ctx: CheckContext) -> None:
 
 
 # --- exercise 2: externalTrafficPolicy Local ------------------------------------------------------
+@followed(LOCAL_PORT)  # node1 has no web pod: the picture ends at node1
 @judged
 def check_local(ctx: CheckContext) -> Verdict:
     """web-local (30081, eTP Local): via node2 the pod sees the client; via node1 dropped."""
