@@ -294,7 +294,6 @@ def pod_to_pod(ctx: CheckContext) -> None:
 
 
 # --- exercise 2: externalTrafficPolicy Local ------------------------------------------------------
-@followed(LOCAL_PORT)  # node1 has no web pod: the picture ends at node1
 @judged
 def check_local(ctx: CheckContext) -> Verdict:
     """web-local (30081, eTP Local): via node2 the pod sees the client; via node1 dropped."""
@@ -462,11 +461,37 @@ def check_headless(ctx: CheckContext) -> Verdict:
             expected=", ".join(pod_name(ip) for ip in want),
             hint=hint,
         )
+    direct = connect_directly(ctx, answer)
     return Verdict.ok(
-        "web-headless: no kube-proxy rule, DNS answers with the ready pods",
-        sent=sent,
-        observed=f"DNS answered {', '.join(pod_name(ip) for ip in answer)}",
+        "web-headless: no kube-proxy rule, DNS answers with the ready pods, reached directly",
+        sent=f"{sent}; a tagged connection from pod dns to each address, node1's conntrack read",
+        observed=f"DNS answered {', '.join(pod_name(ip) for ip in answer)} || {direct}",
     )
+
+
+def connect_directly(ctx: CheckContext, addresses: list[str]) -> str:
+    """What a client does with a headless answer: pod dns connects to each pod address. Each
+    pod must see pod dns's own address, and node1's conntrack must hold no translation."""
+    dns, node1 = open_ns(ctx, ROLES["dns"]), open_ns(ctx, "node1")
+    places = [Place(f"pod {n}", open_ns(ctx, ROLES[n]), ip=PODS[n]) for n in WEB_PODS_AFTER_JOIN]
+    probes = [probes_from(dns, ip, 8080, places, 1, 1.5)[0] for ip in addresses]
+    entries = conntrack_entries(node1, "--orig-src", PODS["dns"], "--orig-port-dst", "8080")
+    found = [entry_for(entries, PODS["dns"], p.sport) for p in probes]
+    nat = [e.line for e in found if e is not None and (e.dnat or e.snat)]
+    observed = story(probes)
+    if nat or not all(p.connected and p.answer.seen == PODS["dns"] for p in probes):
+        raise fail(
+            "connections to the pods' own addresses are not direct",
+            sent=f"a tagged connection from pod dns ({PODS['dns']}) to each address DNS gave, "
+            "port 8080; read node1's conntrack",
+            observed=observed + (f"; node1's conntrack: {' / '.join(nat[:2])}" if nat else ""),
+            expected=f"each pod answers, having seen pod dns's own address {PODS['dns']}, and "
+            "node1's conntrack entries show no translation (reply side = original side)",
+            hint="a connection to a pod address matches no Service rule; if a pod saw another "
+            "address, something masquerades pod-to-pod traffic: KUBE-POSTROUTING must RETURN "
+            f"unmarked packets (`-m mark ! --mark {MARK}/{MARK} -j RETURN`)",
+        )
+    return observed + "; node1's conntrack: no translation"
 
 
 # --- exercise 5: break/fix -----------------------------------------------------------------------
