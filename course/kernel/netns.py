@@ -123,6 +123,21 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any])
     return list(result) if isinstance(result, Iterator) else result
 
 
+def _on_netlink_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` on the helper thread, or here once the interpreter is exiting.
+
+    At exit, Python shuts every ThreadPoolExecutor down before atexit handlers run, so a
+    lab's teardown (an atexit handler) could no longer close a socket through it: in a
+    Jupyter kernel shut down by JupyterLab, every namespace, and lab 03's BIRDs, stayed.
+    By then no asyncio loop runs in this thread, so the direct call is safe.
+    """
+    try:
+        future = _NETLINK_THREAD.submit(fn, *args)
+    except RuntimeError:  # "cannot schedule new futures after (interpreter) shutdown"
+        return fn(*args)
+    return future.result()
+
+
 class LoopSafeIPRoute:
     """An IPRoute whose calls run on a helper thread, for threads that run an asyncio loop.
 
@@ -133,7 +148,7 @@ class LoopSafeIPRoute:
     """
 
     def __init__(self, path: Path) -> None:
-        self._ipr = _NETLINK_THREAD.submit(_open_ipr, path).result()
+        self._ipr = _on_netlink_thread(_open_ipr, path)
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._ipr, name)
@@ -141,7 +156,7 @@ class LoopSafeIPRoute:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return _NETLINK_THREAD.submit(_call, attr, args, kwargs).result()
+            return _on_netlink_thread(_call, attr, args, kwargs)
 
         return call
 

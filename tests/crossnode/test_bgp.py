@@ -235,3 +235,43 @@ def test_setup_node_again_restarts_bird_and_no_cell_owns_it(calico, monkeypatch)
     assert told == [] and len(birds_of(calico.prefix)) == 3
     assert bgp.bird_of(calico, node1).pid() != before
     assert bgp.wait_converged(calico, timeout=10) == []
+
+
+KERNEL_LAB = """
+from course.notebook import start_lab
+from course.podnet import bgp
+lab = start_lab("03-across-nodes", cross_node=None, subnets=2)
+for n in lab.nodes:
+    bgp.setup_node(lab, n)
+print(lab.prefix)
+"""
+
+
+def test_a_jupyter_kernel_shut_down_leaves_no_bird_and_no_namespace():
+    """JupyterLab's "shut down kernel": the lab's teardown runs at the kernel's exit (atexit),
+    after Python has shut its thread pools down. A kernel sends netlink calls through one
+    (an asyncio loop runs there); those calls failed at exit, so every namespace of the lab
+    and its three BIRDs stayed behind (until the next setup cell or `k8snet down`)."""
+    from jupyter_client.manager import start_new_kernel
+
+    private = f"kl3j{uuid.uuid4().hex[:3]}"  # never another test's lab 03 (k8snet down below)
+    env = {**os.environ, "K8SNET_NS_PREFIX": private}
+    km, kc = start_new_kernel(kernel_name="python3", env=env)
+    out: list[str] = []
+    try:
+
+        def hook(msg):
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+
+        reply = kc.execute_interactive(KERNEL_LAB, timeout=60, output_hook=hook)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        prefix = "".join(out).split()[-1]
+        assert prefix.startswith(private) and len(birds_of(prefix)) == 3
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+        assert birds_of(prefix) == [] and list_netns(prefix + "-") == []
+    finally:
+        if km.is_alive():
+            km.shutdown_kernel(now=True)
+        subprocess.run([K8SNET, "down", "--all"], env=env, capture_output=True)
