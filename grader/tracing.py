@@ -33,6 +33,16 @@ from grader.probes import Frame, Observation, ProbeError
 Proto = Literal["tcp", "udp", "icmp"]
 
 
+# Below Linux's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999): a port the kernel
+# handed to one of the sender's own connections (one still closing, say) would make the traced
+# connection's bind() fail with "Address already in use".
+SPORTS = (20000, 32768)
+
+
+def _free_port() -> int:
+    return random.randrange(*SPORTS)
+
+
 def _connect_from(dst: str, port: int, sport: int, payload: bytes, timeout: float) -> Observation:
     """A kernel TCP connection from a fixed source port: SYN, data, the answer, FIN.
 
@@ -115,7 +125,7 @@ class Probe:
     connect: bool = False
     payload: bytes = b""
     timeout: float = 1.0
-    sport: int = field(default_factory=lambda: random.randrange(20000, 60000))
+    sport: int = field(default_factory=lambda: _free_port())
     ident: int = field(default_factory=lambda: random.randrange(1, 0xFFFF))
 
     def __post_init__(self) -> None:
@@ -150,7 +160,7 @@ def trace_probes(at: Netns | str, batch: list[Probe], settle: float = 0.05) -> l
     used: set[int] = set()
     for p in batch:  # two probes must never share a source port
         while p.sport in used:
-            p.sport = random.randrange(20000, 60000)
+            p.sport = _free_port()
         used.add(p.sport)
 
     def send() -> list[Observation]:
