@@ -127,6 +127,8 @@ def followed(port: int) -> Callable[[CheckFn], CheckFn]:
     def wrap(check: CheckFn) -> CheckFn:
         def run(ctx: CheckContext) -> Verdict:
             verdict = check(ctx)
+            if verdict.journey:  # the check drew the path that failed itself
+                return verdict
             try:
                 nodes = [open_ns(ctx, "node1"), open_ns(ctx, "node2")]
                 trip = nat_journey(ctx, open_ns(ctx, "client"), NODE1, port, nodes)
@@ -518,13 +520,16 @@ def nodeport_path_works(ctx: CheckContext) -> Verdict:
     for sender, who, seen in ((a, "pod a", pod_gateway(1)), (dns, "pod dns", PODS["dns"])):
         (p,) = probes_from(sender, SELF_VIP, 80, [Place("pod a", a, ip=PODS["a"])], 1, 1.0)
         if not (p.connected and p.answer.seen == seen):
-            return Verdict.fail(
+            failed = Verdict.fail(
                 f"{who} does not reach pod a through {SELF_VIP}:80",
                 sent=f"a tagged connection from {who} to the Service {SELF_VIP}:80",
                 observed=story([p]),
                 expected=f"pod a answers, having seen {seen}",
                 hint="",
             )
+            if sender is a:  # the hairpin loop as pod a's eth0 saw it (shown instead)
+                journey.attach(failed, hairpin_journey(p, "a", PODS["a"], seen, "node1"))
+            return failed
     return Verdict.ok(
         "the client gets through node1, pods a and dns reach pod a through its Service, "
         "and node1 leaves node2's NodePort to node2",

@@ -65,6 +65,9 @@ def test_each_fault_breaks_the_path_and_its_repair_gets_full_marks(lab, fault) -
         assert fault.title not in text and fault.id not in text
         assert fault.where in first.hint and fault.look_at not in first.hint
         assert "not repaired yet" in first.summary
+        # when pod a's own path fails, the verdict shows the hairpin loop as pod a saw it
+        loop = "journey of TCP SYN from pod a to its own Service"
+        assert (loop in first.journey) == (fault.id == "hairpin-off"), first.journey
     finally:
         fault.repair(roles)  # type: ignore[misc]
     assert not fault.present(roles)  # type: ignore[misc]
