@@ -47,6 +47,27 @@ LAB_TOPOLOGIES: dict[str, dict[str, Any]] = {
 }
 
 
+# What a lab's setup cell does after building the cluster, for `k8snet up LAB` to do the same
+# ("module:function", called with the built Cluster): servers, kube-proxy's rules, DNS. Labs
+# not listed here build everything else in their exercises.
+LAB_PREPARE: dict[str, str] = {
+    "05-netfilter-order": "course.netfilter.lab:prepare",
+    "07-nodeport-masquerade": "course.nodeport:build",
+}
+
+
+def prepare(lab: str, cluster: Any) -> bool:
+    """Run `lab`'s setup step (LAB_PREPARE) on `cluster`; False when the lab has none."""
+    target = LAB_PREPARE.get(lab)
+    if target is None:
+        return False
+    from importlib import import_module
+
+    module, _, function = target.partition(":")
+    getattr(import_module(module), function)(cluster)
+    return True
+
+
 def topology(lab: str) -> dict[str, Any]:
     try:
         return LAB_TOPOLOGIES[lab]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -54,6 +59,16 @@ def up(
             raise typer.Exit(2)
         spec = {**spec, "cross_node": mode, "pod_network": POD_NETWORK_OF[mode]}
     cluster = Cluster(lab, detached=True, **spec).build()
+    try:
+        log = _prepare_detached(lab, cluster)
+    except Exception as exc:
+        cluster.destroy()
+        console.print(f"[red]{lab}: its setup step failed, nothing left behind: {exc}[/]")
+        raise typer.Exit(1) from None
+    if log is not None:
+        console.print(
+            f"{lab}: servers, rules and DNS set up as the notebook does; their log: {log}"
+        )
     table = Table(title=f"{lab} is up (run {cluster.prefix})")
     for col in ("role", "namespace", "addresses"):
         table.add_column(col)
@@ -62,6 +77,37 @@ def up(
         table.add_row(role, ns.name, addrs)
     console.print(table)
     console.print(f"explore: k8snet shell {lab} ROLE (e.g. node1)    remove: k8snet down {lab}")
+
+
+def _prepare_detached(lab: str, cluster: Any) -> Path | None:
+    """The lab's setup step (course.labs.LAB_PREPARE), its daemons writing to a log file.
+
+    They outlive this command, so they must not inherit its terminal or pipes: `k8snet up LAB |
+    tail` would wait for them forever, and they would write into whatever the terminal shows.
+    """
+    from course.labs import LAB_PREPARE, prepare
+    from course.runs import state_dir
+
+    if lab not in LAB_PREPARE:
+        return None
+    log = state_dir(cluster.prefix) / "daemons.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        with open(os.devnull, "rb") as null, open(log, "ab") as out:
+            os.dup2(null.fileno(), 0)
+            os.dup2(out.fileno(), 1)
+            os.dup2(out.fileno(), 2)
+            prepare(lab, cluster)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((0, 1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+    return log
 
 
 def down(
