@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -85,15 +86,18 @@ def test_sigkill_mid_build_then_down_all_leaves_nothing(private_prefix):
 
 
 def test_down_kills_processes_left_inside_lab_namespaces(private_prefix):
+    # a duration nobody else sleeps for: pgrep must find this test's sleeper only
+    duration = f"{3000 + random.randrange(100000)}.5"
     proc = _spawn(
-        "c.build(); c.pods[0].exec(['sleep', '300']); print('built', flush=True); time.sleep(60)",
+        f"c.build(); c.pods[0].exec(['sleep', '{duration}']); print('built', flush=True); "
+        "time.sleep(60)",
         nodes=1,
         pods=1,
     )
     assert proc.stdout.readline().strip() == "built"
     proc.kill()
     proc.wait(10)
-    sleeper = subprocess.run(["pgrep", "-f", "^sleep 300$"], capture_output=True, text=True)
+    sleeper = subprocess.run(["pgrep", "-f", f"^sleep {duration}$"], capture_output=True, text=True)
     assert sleeper.stdout.strip(), "the container process should outlive its SIGKILLed owner"
     subprocess.run([K8SNET, "down", "--all"], check=True, capture_output=True)
     assert _netns(private_prefix) == []
