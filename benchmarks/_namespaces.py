@@ -7,8 +7,8 @@ hooks, which left `knl-bench-kp-...` namespaces on the host. Here:
 
 - `bench_prefix()` names one prefix per run, under K8SNET_NS_PREFIX (so `k8snet down --all`
   and the test suite's prefix isolation see it like any lab run);
-- `clean_up_on_exit(prefix)` turns SIGTERM and SIGHUP into SystemExit (SIGINT already raises
-  KeyboardInterrupt), so the benchmark's own `with`/`finally` teardown runs, and registers an
+- `clean_up_on_exit(prefix)` turns SIGTERM and SIGHUP into SystemExit (SIGINT raises
+  KeyboardInterrupt, and is noted for `run`), so the benchmark's own `with`/`finally` teardown runs, and registers an
   atexit sweep that deletes whatever namespace under the prefix is still there (a half-made
   one, say, when the signal landed between `ip netns add` and the bookkeeping).
 
@@ -23,7 +23,9 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
+from typing import NoReturn
 
 from course.kernel import Netns, list_netns
 from course.runs import PREFIX, RUN_DIR
@@ -71,6 +73,31 @@ def sweep(prefix: str) -> list[str]:
     return removed
 
 
+_received: list[int] = []
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+def run(main: Callable[..., int | None], *args: object) -> NoReturn:
+    """`sys.exit(main(*args))`, but never 0 after a Ctrl+C.
+
+    A KeyboardInterrupt raised while Python runs a weakref callback or a `__del__` is printed
+    ("Exception ignored in ...") and dropped: the benchmark then ran on to the end and
+    reported success (seen in CI). The signal handler notes every SIGINT, so it is not lost.
+    """
+    try:
+        code = main(*args) or 0
+    except KeyboardInterrupt:
+        code = 128 + signal.SIGINT
+    if _received and not code:
+        print("interrupted (the Ctrl+C was dropped inside a finalizer)", file=sys.stderr)
+        code = 128 + _received[0]
+    sys.exit(code)
+
+
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
     # SystemExit unwinds the stack: `finally` blocks and context managers tear down first.
     signal.signal(signum, signal.SIG_IGN)  # a second signal must not interrupt the teardown
@@ -88,3 +115,4 @@ def clean_up_on_exit(prefix: str) -> None:
     atexit.register(final_sweep)
     for sig in EXIT_SIGNALS:
         signal.signal(sig, _exit_on_signal)
+    signal.signal(signal.SIGINT, _interrupt)

@@ -69,7 +69,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _namespaces import bench_prefix, clean_up_on_exit  # noqa: E402
+from _namespaces import bench_prefix, clean_up_on_exit, run  # noqa: E402
 
 from grader import nbtools  # noqa: E402
 
@@ -301,4 +301,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -22,7 +22,7 @@ import sys
 import time
 import uuid
 
-from _namespaces import bench_prefix, clean_up_on_exit
+from _namespaces import bench_prefix, clean_up_on_exit, run
 
 from course.kernel import Netns
 from course.kubeproxy import Proxier, ProxierOptions
@@ -171,4 +171,4 @@ def main(sizes: tuple[int, ...]) -> int:
 
 if __name__ == "__main__":
     args = tuple(int(a) for a in sys.argv[1:]) or SIZES
-    sys.exit(main(args))
+    run(main, args)

@@ -20,7 +20,7 @@ import sys
 import time
 from collections import defaultdict
 
-from _namespaces import bench_prefix, clean_up_on_exit
+from _namespaces import bench_prefix, clean_up_on_exit, run
 
 from course import addressing
 from course.kernel import Netns, list_netns
@@ -191,4 +191,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -28,7 +28,7 @@ from typing import Any
 
 from course import addressing
 from course.kernel import Netns
-from course.kernel.netns import pids_by_netns
+from course.kernel.netns import list_netns, pids_by_netns
 from course.podnet import load as load_pod_network
 from course.podnet import load_cross_node
 from course.runs import RunRecord, new_prefix, remove_state_dir
@@ -197,6 +197,11 @@ class Cluster:
         for ns in reversed(list(self.namespaces.values())):
             ns.delete(inside)
         self.namespaces.clear()
+        # A namespace whose creation a signal cut short (Ctrl-C inside Netns.create) has a
+        # name under /run/netns but no object here: the run's prefix finds it.
+        for name in list_netns(f"{self.prefix}-"):
+            with contextlib.suppress(Exception):
+                Netns(name).delete(inside)
         remove_state_dir(self.prefix)
         self.record.path.unlink(missing_ok=True)
         self.built = False

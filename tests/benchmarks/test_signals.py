@@ -148,3 +148,37 @@ def test_killed_k8snet_check_stops_its_kernel_and_leaves_nothing() -> None:
     assert not list_netns(prefix), (
         f"k8snet check left {list_netns(prefix)} (had {alive}):\n{output}"
     )
+
+
+SWALLOWED = """
+import os, signal, sys, weakref
+sys.path.insert(0, "benchmarks")
+from _namespaces import clean_up_on_exit, run
+
+class Thing:
+    pass
+
+def interrupted_inside_a_callback(_):
+    os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, inside the weakref callback
+    sum(range(100000))
+
+def main():
+    clean_up_on_exit(sys.argv[1])
+    thing = Thing()
+    ref = weakref.ref(thing, interrupted_inside_a_callback)
+    del thing  # Python prints "Exception ignored in ..." and goes on
+    return 0
+
+run(main)
+"""
+
+
+def test_a_ctrl_c_dropped_inside_a_finalizer_still_fails_the_benchmark() -> None:
+    """CI: topology.py got SIGINT while a WeakSet callback ran; Python dropped the
+    KeyboardInterrupt, the benchmark ran to its end and exited 0."""
+    prefix = f"{PREFIX}sig{secrets.token_hex(2)}"
+    out = subprocess.run(
+        [sys.executable, "-c", SWALLOWED, prefix], cwd=ROOT, capture_output=True, text=True
+    )
+    assert "Exception ignored" in out.stderr, out.stderr
+    assert out.returncode == 128 + signal.SIGINT, out.stdout + out.stderr
