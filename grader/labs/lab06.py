@@ -537,19 +537,31 @@ ECHO_POD = "c"
 ASKS = 20
 
 
-def ask_names(dst: str, port: int, count: int, budget: float) -> list[str]:
+def ask_names(
+    dst: str, port: int, count: int, budget: float, avoid: tuple[int, ...] = ()
+) -> list[str]:
     """Runs in the client pod: `count` new connections at once; each one's first line.
 
     The lab's servers answer every connection with their pod's name. A connection that
-    fails is named by what the kernel reported (refused, unreachable, timeout).
+    fails is named by what the kernel reported (refused, unreachable, timeout). Source ports
+    are drawn at random below the kernel's ephemeral range and outside `avoid`: left to the
+    kernel, a new connection takes the port of one made while the lab was broken, and the
+    node's conntrack still holds that one untranslated (SYN_SENT, two minutes), so the new
+    SYN would skip the nat table however right the rules are now.
     """
+    import random
     import socket
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(_: int) -> str:
+    ports = random.sample(sorted(set(range(20000, 32768)) - set(avoid)), count)
+
+    def one(sport: int) -> str:
         try:
-            with socket.create_connection((dst, port), timeout=budget) as sock:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("0.0.0.0", sport))
                 sock.settimeout(budget)
+                sock.connect((dst, port))
                 return sock.recv(64).decode(errors="replace").strip() or "closed"
         except ConnectionRefusedError:
             return "refused"
@@ -559,11 +571,14 @@ def ask_names(dst: str, port: int, count: int, budget: float) -> list[str]:
             return exc.strerror or type(exc).__name__
 
     with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(one, range(count)))
+        return list(pool.map(one, ports))
 
 
-def asked(client: Netns, dst: str, port: int, count: int = ASKS) -> tuple[Counter[str], str]:
-    names = run_in_netns(client, ask_names, dst, port, count, 1.5, timeout=15.0)
+def asked(
+    client: Netns, dst: str, port: int, count: int = ASKS, node: Netns | None = None
+) -> tuple[Counter[str], str]:
+    avoid = tuple(busy_ports(node, dst, port, CLIENT_IP)) if node is not None else ()
+    names = run_in_netns(client, ask_names, dst, port, count, 1.5, avoid, timeout=15.0)
     wire = f"{count} new TCP connections at once from pod d ({CLIENT_IP}) to {dst}:{port}"
     return Counter(names), wire
 
@@ -581,7 +596,7 @@ def check_by_hand(ctx: CheckContext) -> Verdict:
     hint = "in a %%ns node1 cell: iptables -t nat -A KUBE-SERVICES -p tcp -d 10.96.0.12 --dport 80 -j <the KUBE-SVC chain>"
     service_chain(rules, ECHO, sent, hint=hint)
     endpoint_chains(rules, ECHO, endpoints(ECHO_POD), sent)
-    counts, wire = asked(client, ECHO.cluster_ip, ECHO.port)
+    counts, wire = asked(client, ECHO.cluster_ip, ECHO.port, node=node)
     if counts != Counter({ECHO_POD: ASKS}):
         raise fail(
             f"connections to {ECHO.vip} do not all reach pod {ECHO_POD}",
@@ -606,8 +621,8 @@ def cluster_ip_works(ctx: CheckContext) -> Verdict:
     Only packets decide: whatever the learner changed to get there is fine. The verdict
     carries the journey of a SYN, preferably one that failed (up to three tries).
     """
-    client = open_ns(ctx, f"{NODE_ROLE}-{CLIENT}")
-    counts, wire = asked(client, WEB.cluster_ip, WEB.port, 2 * ASKS)
+    node, client = open_ns(ctx, NODE_ROLE), open_ns(ctx, f"{NODE_ROLE}-{CLIENT}")
+    counts, wire = asked(client, WEB.cluster_ip, WEB.port, 2 * ASKS, node=node)
     pods = {name for name in counts if name in BACKENDS}
     works = sum(counts[p] for p in pods) == 2 * ASKS and len(pods) > 1
     trip = None

@@ -59,8 +59,10 @@ def test_sigterm_tears_down(private_prefix):
     assert proc.stdout.readline().strip() == "built"
     assert len(_netns(private_prefix)) == 14
     proc.send_signal(signal.SIGTERM)
-    proc.wait(30)
-    assert proc.returncode == -signal.SIGTERM
+    # communicate, not wait: the teardown's output must never fill a pipe nobody reads
+    # (once in CI the process had not ended after 30 s of wait(), its stderr unread)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, err
     assert _netns(private_prefix) == []
 
 
